@@ -1,0 +1,97 @@
+// Shared by every wgpool kernel (the host puts it after the element-type header and before the
+// kernel; see src/gpu/kernels.rs).
+//
+// `T` comes from the header: `alias T = f32;` or, with `enable f16;`, `alias T = f16;`.
+//
+// Geometry is always three spatial axes (D, H, W); 1-D and 2-D problems arrive with unit axes in
+// front. It is given as pipeline-override constants, so every pipeline is specialised to its
+// shape: divisions by sizes become multiplications and the window loops unroll. Element
+// (group, spatial position, lane) of a tensor lives at `(group * plane + position) * LANES + lane`:
+// channels-first has one lane per (n, c) plane, channels-last has C lanes per image, so one kernel
+// serves both layouts.
+
+override LANES: u32 = 1u;
+override IN_D: u32 = 1u;
+override IN_H: u32 = 1u;
+override IN_W: u32 = 1u;
+override OUT_D: u32 = 1u;
+override OUT_H: u32 = 1u;
+override OUT_W: u32 = 1u;
+override K_D: u32 = 1u;
+override K_H: u32 = 1u;
+override K_W: u32 = 1u;
+override S_D: u32 = 1u;
+override S_H: u32 = 1u;
+override S_W: u32 = 1u;
+override P_D: u32 = 0u;
+override P_H: u32 = 0u;
+override P_W: u32 = 0u;
+override DIL_D: u32 = 1u;
+override DIL_H: u32 = 1u;
+override DIL_W: u32 = 1u;
+
+// One spatial axis (mirrors `params::Axis`).
+struct Axis {
+    input: u32,
+    output: u32,
+    kernel: u32,
+    stride: u32,
+    padding: u32,
+    dilation: u32,
+}
+
+fn axis_d() -> Axis {
+    return Axis(IN_D, OUT_D, K_D, S_D, P_D, DIL_D);
+}
+fn axis_h() -> Axis {
+    return Axis(IN_H, OUT_H, K_H, S_H, P_H, DIL_H);
+}
+fn axis_w() -> Axis {
+    return Axis(IN_W, OUT_W, K_W, S_W, P_W, DIL_W);
+}
+
+// What changes between the chunks of one call.
+struct Params {
+    // x: output elements in this chunk, y: input elements in this chunk,
+    // z: unused, w: the bits of -inf as f32 (WGSL cannot spell -inf as a literal, and browsers
+    // reject even a bitcast constant of it).
+    counts: vec4<u32>,
+    // Element offsets inside the bindings (bindings start at an aligned byte offset):
+    // x: input / grad_output, y: values / grad_input, z: indices, w: the invalid-index counter.
+    bases: vec4<u32>,
+}
+
+const NO_INDEX: u32 = 0xffffffffu;
+const WORKGROUP_SIZE: u32 = 256u;
+
+// NaN test on the bits: `x != x` compiles to an ordered compare on some backends and `max()` is
+// backend-defined for NaN.
+fn is_nan(v: T) -> bool {
+    return (bitcast<u32>(f32(v)) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Dispatches above 65,535 workgroups use a 2-D grid of workgroups.
+fn invocation_index(workgroup: vec3<u32>, local: u32, workgroups: vec3<u32>) -> u32 {
+    return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + local;
+}
+
+// Whether window o on axis a has a real (non-padding) tap.
+fn window_has_real_tap(a: Axis, o: u32) -> bool {
+    let start = o * a.stride;
+    var first = 0u;
+    if start < a.padding {
+        first = (a.padding - start + a.dilation - 1u) / a.dilation;
+    }
+    return first < a.kernel && start + first * a.dilation < a.input + a.padding;
+}
+
+// Whether input coordinate i is one of the taps of window o on axis a.
+fn window_contains(a: Axis, o: u32, i: u32) -> bool {
+    let z = i + a.padding;
+    let start = o * a.stride;
+    if i >= a.input || z < start {
+        return false;
+    }
+    let rel = z - start;
+    return rel % a.dilation == 0u && rel / a.dilation < a.kernel;
+}

@@ -1,0 +1,88 @@
+// Max-pool backward, gather formulation: invocation t sums, in increasing output order, the
+// gradients of the windows whose index names input element t (no float atomics, so the sum is
+// deterministic and equal to the CPU's bit for bit), and validates the index of output t.
+// CPU mirror: src/cpu/max_pool_backward.rs.
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> grad_output: array<T>;
+@group(0) @binding(2) var<storage, read> indices: array<u32>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<T>;
+// [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
+@group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
+
+// Whether output t holds an index that a forward pass with this geometry could have produced.
+fn index_valid(t: u32) -> bool {
+    var q = t / LANES;
+    let ow = q % OUT_W;
+    q = q / OUT_W;
+    let oh = q % OUT_H;
+    let od = (q / OUT_H) % OUT_D;
+    let index = indices[params.bases.z + t];
+    if index == NO_INDEX {
+        // -1 only where the window holds padding only.
+        return !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
+    }
+    if index >= IN_D * IN_H * IN_W {
+        return false;
+    }
+    let iw = index % IN_W;
+    let ih = (index / IN_W) % IN_H;
+    let id = index / (IN_W * IN_H);
+    return window_contains(axis_d(), od, id) && window_contains(axis_h(), oh, ih) && window_contains(axis_w(), ow, iw);
+}
+
+// The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
+fn candidate_windows(a: Axis, i: u32) -> vec2<u32> {
+    let z = i + a.padding;
+    let eff = a.dilation * (a.kernel - 1u) + 1u;
+    var lo = 0u;
+    if z + 1u > eff {
+        lo = (z + 1u - eff + a.stride - 1u) / a.stride;
+    }
+    let hi = min(z / a.stride, a.output - 1u);
+    return vec2<u32>(lo, hi);
+}
+
+@compute @workgroup_size(256)
+fn max_pool_backward(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+) {
+    let t = invocation_index(workgroup, local, workgroups);
+    if t < params.counts.x && !index_valid(t) {
+        atomicAdd(&invalid_count[params.bases.w], 1u);
+    }
+    if t >= params.counts.y {
+        return;
+    }
+    let lane = t % LANES;
+    var q = t / LANES;
+    let iw = q % IN_W;
+    q = q / IN_W;
+    let ih = q % IN_H;
+    q = q / IN_H;
+    let id = q % IN_D;
+    let group = q / IN_D;
+    let pos = (id * IN_H + ih) * IN_W + iw;
+    let output_base = params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
+    let index_base = params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
+
+    let wd = candidate_windows(axis_d(), id);
+    let wh = candidate_windows(axis_h(), ih);
+    let ww = candidate_windows(axis_w(), iw);
+    // Starts from +0.0, so a lone -0.0 gradient lands as +0.0 (PyTorch computes 0 + sum).
+    var acc = T(0.0);
+    for (var od = wd.x; od <= wd.y; od++) {
+        for (var oh = wh.x; oh <= wh.y; oh++) {
+            for (var ow = ww.x; ow <= ww.y; ow++) {
+                let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
+                if indices[index_base + o] == pos {
+                    acc = acc + grad_output[output_base + o];
+                }
+            }
+        }
+    }
+    // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
+    grad_input[params.bases.y + t] = select(acc, T(0.0), acc == T(0.0));
+}

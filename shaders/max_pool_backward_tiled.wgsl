@@ -1,0 +1,70 @@
+// Max-pool backward for windows that tile the input (kernel == stride, no dilation, every input
+// element in exactly one window): scatter formulation. Invocation t reads output t's index and
+// gradient once, writes the gradient to the argmax and +0.0 to the rest of its window, and
+// validates the index on the way (it must be one of the window's real taps). Every input element
+// is written exactly once, so no zero-fill pass and no atomics on floats are needed.
+// CPU mirror: src/cpu/max_pool_backward_tiled.rs.
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> grad_output: array<T>;
+@group(0) @binding(2) var<storage, read> indices: array<u32>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<T>;
+// [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
+@group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
+
+@compute @workgroup_size(256)
+fn max_pool_backward_tiled(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+) {
+    let t = invocation_index(workgroup, local, workgroups);
+    if t >= params.counts.x {
+        return;
+    }
+    let lane = t % LANES;
+    var q = t / LANES;
+    let ow = q % OUT_W;
+    q = q / OUT_W;
+    let oh = q % OUT_H;
+    q = q / OUT_H;
+    let od = q % OUT_D;
+    let group = q / OUT_D;
+    let input_base = params.bases.y + group * (IN_D * IN_H * IN_W) * LANES + lane;
+
+    let index = indices[params.bases.z + t];
+    var gradient = grad_output[params.bases.x + t];
+    // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0.
+    gradient = select(gradient, T(0.0), gradient == T(0.0));
+    var matched = false;
+    for (var kd = 0u; kd < K_D; kd++) {
+        let zd = od * S_D + kd;
+        if zd < P_D || zd >= IN_D + P_D {
+            continue;
+        }
+        let id = zd - P_D;
+        for (var kh = 0u; kh < K_H; kh++) {
+            let zh = oh * S_H + kh;
+            if zh < P_H || zh >= IN_H + P_H {
+                continue;
+            }
+            let ih = zh - P_H;
+            for (var kw = 0u; kw < K_W; kw++) {
+                let zw = ow * S_W + kw;
+                if zw < P_W || zw >= IN_W + P_W {
+                    continue;
+                }
+                let pos = (id * IN_H + ih) * IN_W + (zw - P_W);
+                var v = T(0.0);
+                if pos == index {
+                    v = gradient;
+                    matched = true;
+                }
+                grad_input[input_base + pos * LANES] = v;
+            }
+        }
+    }
+    if !matched {
+        atomicAdd(&invalid_count[params.bases.w], 1u);
+    }
+}

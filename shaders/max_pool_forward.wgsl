@@ -1,0 +1,70 @@
+// Max-pool forward with argmax: one invocation per output element.
+// CPU mirror: src/cpu/max_pool_forward.rs.
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<T>;
+@group(0) @binding(2) var<storage, read_write> values: array<T>;
+@group(0) @binding(3) var<storage, read_write> indices: array<u32>;
+
+@compute @workgroup_size(256)
+fn max_pool_forward(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+) {
+    let t = invocation_index(workgroup, local, workgroups);
+    if t >= params.counts.x {
+        return;
+    }
+    let lane = t % LANES;
+    var q = t / LANES;
+    let ow = q % OUT_W;
+    q = q / OUT_W;
+    let oh = q % OUT_H;
+    q = q / OUT_H;
+    let od = q % OUT_D;
+    let group = q / OUT_D;
+    let input_base = params.bases.x + group * (IN_D * IN_H * IN_W) * LANES + lane;
+
+    var best = T(0.0);
+    var arg = NO_INDEX;
+    var found = false;
+    for (var kd = 0u; kd < K_D; kd++) {
+        // Coordinates carry +padding so that they stay unsigned.
+        let zd = od * S_D + kd * DIL_D;
+        if zd < P_D || zd >= IN_D + P_D {
+            continue;
+        }
+        let id = zd - P_D;
+        for (var kh = 0u; kh < K_H; kh++) {
+            let zh = oh * S_H + kh * DIL_H;
+            if zh < P_H || zh >= IN_H + P_H {
+                continue;
+            }
+            let ih = zh - P_H;
+            for (var kw = 0u; kw < K_W; kw++) {
+                let zw = ow * S_W + kw * DIL_W;
+                if zw < P_W || zw >= IN_W + P_W {
+                    continue;
+                }
+                let iw = zw - P_W;
+                let pos = (id * IN_H + ih) * IN_W + iw;
+                let v = input[input_base + pos * LANES];
+                // PyTorch's rule: ties keep the first maximum, NaN wins and the last NaN stays.
+                // The NaN bit test stays in the condition so that no compiler turns this into fmax.
+                if !found || v > best || is_nan(v) {
+                    best = v;
+                    arg = pos;
+                    found = true;
+                }
+            }
+        }
+    }
+    // The value is re-read at the argmax so that value and index always agree.
+    var value = T(bitcast<f32>(params.counts.w));
+    if found {
+        value = input[input_base + arg * LANES];
+    }
+    values[params.bases.y + t] = value;
+    indices[params.bases.z + t] = arg;
+}

@@ -1,0 +1,128 @@
+//! CPU mirror of `shaders/max_pool_backward.wgsl`: the gather formulation. One "invocation" per
+//! input element sums, in increasing output order, the gradients of the windows that picked it;
+//! one "invocation" per output element validates that window's index. No atomics, so the order of
+//! the additions (and therefore every bit) is the same on the CPU and the GPU.
+
+use crate::element::Element;
+use crate::params::{Axis, Geometry, NO_INDEX};
+
+/// The range of output windows on one axis whose span contains input coordinate `i`
+/// (empty when `lo > hi`). Windows are `[o·s − p, o·s − p + eff)`.
+#[inline]
+pub fn candidate_windows(a: &Axis, i: usize) -> (usize, usize) {
+    let z = i + a.padding;
+    let eff = a.effective_kernel();
+    let lo = if z + 1 > eff {
+        (z + 1 - eff).div_ceil(a.stride)
+    } else {
+        0
+    };
+    let hi = (z / a.stride).min(a.output - 1);
+    (lo, hi)
+}
+
+/// Whether window `o` on axis `a` contains a real (non-padding) tap.
+#[inline]
+pub fn window_has_real_tap(a: &Axis, o: usize) -> bool {
+    let start = o * a.stride;
+    // First tap at or after the left padding: kd ≥ ceil((p − start) / d).
+    let first = if start < a.padding {
+        (a.padding - start).div_ceil(a.dilation)
+    } else {
+        0
+    };
+    first < a.kernel && start + first * a.dilation < a.input + a.padding
+}
+
+/// Whether input coordinate `i` is one of the taps of window `o` on axis `a`.
+#[inline]
+pub fn window_contains(a: &Axis, o: usize, i: usize) -> bool {
+    let z = i + a.padding;
+    let start = o * a.stride;
+    if i >= a.input || z < start {
+        return false;
+    }
+    let rel = z - start;
+    rel % a.dilation == 0 && rel / a.dilation < a.kernel
+}
+
+/// Whether output `t` holds an index a forward pass with `g` could have produced.
+pub fn max_pool_backward_index_valid(g: &Geometry, indices: &[u32], t: usize) -> bool {
+    let (_, lanes) = g.groups_and_lanes();
+    let [ad, ah, aw] = g.axes;
+    let q = t / lanes;
+    let ow = q % aw.output;
+    let q = q / aw.output;
+    let oh = q % ah.output;
+    let od = (q / ah.output) % ad.output;
+    let index = indices[t];
+    if index == NO_INDEX {
+        // −1 only where the window holds padding only.
+        return !(window_has_real_tap(&ad, od)
+            && window_has_real_tap(&ah, oh)
+            && window_has_real_tap(&aw, ow));
+    }
+    let index = index as usize;
+    if index >= g.plane_in() {
+        return false;
+    }
+    let iw = index % aw.input;
+    let ih = (index / aw.input) % ah.input;
+    let id = index / (aw.input * ah.input);
+    window_contains(&ad, od, id) && window_contains(&ah, oh, ih) && window_contains(&aw, ow, iw)
+}
+
+/// One input element: the sum of the gradients of every window whose index names it, in
+/// increasing output order, starting from +0.0 (so a lone −0.0 gradient lands as +0.0, as in PyTorch).
+pub fn max_pool_backward_invocation<T: Element>(
+    g: &Geometry,
+    grad_output: &[T],
+    indices: &[u32],
+    t: usize,
+) -> T {
+    let (_, lanes) = g.groups_and_lanes();
+    let [ad, ah, aw] = g.axes;
+    let lane = t % lanes;
+    let q = t / lanes;
+    let iw = q % aw.input;
+    let q = q / aw.input;
+    let ih = q % ah.input;
+    let q = q / ah.input;
+    let id = q % ad.input;
+    let group = q / ad.input;
+    let pos = ((id * ah.input + ih) * aw.input + iw) as u32;
+    let output_base = group * g.plane_out();
+
+    let (d_lo, d_hi) = candidate_windows(&ad, id);
+    let (h_lo, h_hi) = candidate_windows(&ah, ih);
+    let (w_lo, w_hi) = candidate_windows(&aw, iw);
+    let mut acc = T::ZERO;
+    for od in d_lo..=d_hi {
+        for oh in h_lo..=h_hi {
+            for ow in w_lo..=w_hi {
+                let o = (output_base + (od * ah.output + oh) * aw.output + ow) * lanes + lane;
+                if indices[o] == pos {
+                    acc = acc.add(grad_output[o]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Backward pass: returns the number of invalid indices (the caller turns a non-zero count into
+/// an error) and fills `grad_input`.
+pub fn max_pool_backward<T: Element>(
+    g: &Geometry,
+    grad_output: &[T],
+    indices: &[u32],
+    grad_input: &mut [T],
+) -> u64 {
+    let invalid = (0..g.output_len())
+        .filter(|&t| !max_pool_backward_index_valid(g, indices, t))
+        .count() as u64;
+    for (t, gi) in grad_input.iter_mut().enumerate() {
+        *gi = max_pool_backward_invocation(g, grad_output, indices, t);
+    }
+    invalid
+}

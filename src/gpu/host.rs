@@ -1,0 +1,335 @@
+//! The host-slice level: upload, record, submit, read back.
+
+use std::sync::Mutex;
+
+use super::record::{BackwardBuffers, BufferRegion, ForwardBuffers, RecordOptions};
+use super::{Context, scope_error};
+use crate::cpu::{Pooled, check_backward_lens, check_len};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::params::PoolSpec;
+
+/// Buffers kept between host-level calls, reused when a later call needs the same size and usage.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<Vec<wgpu::Buffer>>,
+}
+
+/// Bytes of idle buffers the pool keeps at most.
+const POOL_BYTES: u64 = 256 << 20;
+
+impl BufferPool {
+    fn take(
+        &self,
+        device: &wgpu::Device,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = free
+            .iter()
+            .position(|b| b.size() == size && b.usage() == usage)
+        {
+            return free.swap_remove(i);
+        }
+        drop(free);
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn give_back(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.extend(buffers);
+        // Oldest first out, until the idle bytes fit the budget.
+        while free.iter().map(|b| b.size()).sum::<u64>() > POOL_BYTES {
+            free.remove(0);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Poison written into outputs before a run when [`super::ContextOptions::poison_outputs`] is set:
+/// a NaN payload (as f32) / two NaNs (as f16) / an impossible index, all 0x7fa5_7fa5.
+const POISON: u32 = 0x7fa5_7fa5;
+
+const STORAGE_IN: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_OUT: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+const READBACK: wgpu::BufferUsages =
+    wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+
+fn padded_bytes(elements: usize, elem: usize) -> u64 {
+    ((elements * elem) as u64).next_multiple_of(4).max(4)
+}
+
+impl Context {
+    fn check_buffer_sizes(&self, sizes: &[u64]) -> Result<()> {
+        for &size in sizes {
+            if size > self.limits.max_buffer_size {
+                return Err(Error::TooLarge {
+                    what: "GPU buffer (bytes)".into(),
+                    value: size as u128,
+                    limit: self.limits.max_buffer_size as u128,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let buffer = self.pool.take(
+            &self.device,
+            label,
+            padded_bytes(data.len(), std::mem::size_of::<T>()),
+            STORAGE_IN,
+        );
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            // An odd number of f16: the last write is padded to 4 bytes.
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buffer, whole as u64, &tail);
+        }
+        buffer
+    }
+
+    fn output(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let buffer = self.pool.take(&self.device, label, bytes, STORAGE_OUT);
+        if self.options.poison_outputs {
+            let poison: Vec<u32> = vec![POISON; (bytes / 4) as usize];
+            self.queue
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(&poison));
+        }
+        buffer
+    }
+
+    /// Runs `record` inside error scopes, submits, and returns the submission.
+    fn submit_scoped(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<wgpu::SubmissionIndex> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpool"),
+            });
+        let recorded = record(&mut encoder);
+        let submission = recorded.map(|()| self.queue.submit([encoder.finish()]));
+        let errors = [internal.pop(), validation.pop(), oom.pop()];
+        for e in errors {
+            if let Some(e) = pollster::block_on(e) {
+                return Err(scope_error(e));
+            }
+        }
+        let submission = submission?;
+        if let Some(e) = self.take_uncaptured() {
+            return Err(Error::Device(e));
+        }
+        Ok(submission)
+    }
+
+    /// Maps `staging` and copies its first `len` elements out.
+    async fn read_back<U: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        submission: wgpu::SubmissionIndex,
+    ) -> Result<Vec<U>> {
+        let slice = staging.slice(..);
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = sender.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait(Some(submission))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
+        match receiver.receive().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.check_usable()?;
+                return Err(Error::BufferMap(e.to_string()));
+            }
+            None => return Err(Error::BufferMap("the map callback was dropped".into())),
+        }
+        let data = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::BufferMap(e.to_string()))?;
+            let size = std::mem::size_of::<U>();
+            let mut out = vec![U::zeroed(); len];
+            bytemuck::cast_slice_mut::<U, u8>(&mut out).copy_from_slice(&view[..len * size]);
+            out
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Forward pass from a host slice: values and indices (u32, `u32::MAX` for −1). Blocking.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
+        pollster::block_on(self.forward_async(spec, input))
+    }
+
+    /// Forward pass from a host slice.
+    ///
+    /// On native targets the future blocks inside `device.poll` while the GPU works; in the browser
+    /// it yields to the event loop.
+    pub async fn forward_async<T: Element>(
+        &self,
+        spec: &PoolSpec,
+        input: &[T],
+    ) -> Result<Pooled<T>> {
+        self.check_usable()?;
+        let g = spec.validate()?;
+        self.check_dtype(T::DTYPE)?;
+        check_len("input", g.input_len(), input.len())?;
+        let n_out = g.output_len();
+        if n_out == 0 {
+            return Ok(Pooled {
+                values: vec![],
+                indices: vec![],
+            });
+        }
+        let elem = T::DTYPE.size();
+        let (in_bytes, val_bytes, idx_bytes) = (
+            padded_bytes(input.len(), elem),
+            padded_bytes(n_out, elem),
+            padded_bytes(n_out, 4),
+        );
+        self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
+        let input_buffer = self.upload("wgpool input", input);
+        let values = self.output("wgpool values", val_bytes);
+        let indices = self.output("wgpool indices", idx_bytes);
+        let staging = self.pool.take(
+            &self.device,
+            "wgpool readback",
+            val_bytes + idx_bytes,
+            READBACK,
+        );
+        let submitted = self.submit_scoped(|encoder| {
+            let buffers = ForwardBuffers {
+                input: (&input_buffer).into(),
+                values: (&values).into(),
+                indices: (&indices).into(),
+            };
+            self.record_forward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
+            encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
+            encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
+            Ok(())
+        });
+        let result = match submitted {
+            Ok(submission) => {
+                self.read_back::<u8>(&staging, (val_bytes + idx_bytes) as usize, submission)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.pool
+            .give_back([input_buffer, values, indices, staging]);
+        let bytes = result?;
+        let values: Vec<T> = bytemuck::pod_collect_to_vec(&bytes[..n_out * elem]);
+        let indices: Vec<u32> = bytemuck::pod_collect_to_vec(
+            &bytes[val_bytes as usize..val_bytes as usize + n_out * 4],
+        );
+        Ok(Pooled { values, indices })
+    }
+
+    /// Backward pass from host slices: the input gradient, or [`Error::InvalidIndices`]. Blocking.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn backward<T: Element>(
+        &self,
+        spec: &PoolSpec,
+        grad_output: &[T],
+        indices: &[u32],
+    ) -> Result<Vec<T>> {
+        pollster::block_on(self.backward_async(spec, grad_output, indices))
+    }
+
+    /// Backward pass from host slices (see [`Context::forward_async`] for how the future waits).
+    pub async fn backward_async<T: Element>(
+        &self,
+        spec: &PoolSpec,
+        grad_output: &[T],
+        indices: &[u32],
+    ) -> Result<Vec<T>> {
+        self.check_usable()?;
+        let g = spec.validate()?;
+        self.check_dtype(T::DTYPE)?;
+        check_backward_lens(&g, grad_output.len(), indices.len())?;
+        let n_in = g.input_len();
+        if n_in == 0 {
+            return Ok(vec![]);
+        }
+        let elem = T::DTYPE.size();
+        let (go_bytes, idx_bytes, gi_bytes) = (
+            padded_bytes(grad_output.len(), elem),
+            padded_bytes(indices.len(), 4),
+            padded_bytes(n_in, elem),
+        );
+        // grad_input and the counter share one buffer; the counter sits at an aligned offset after it.
+        let counter_offset =
+            gi_bytes.next_multiple_of(self.limits.min_storage_buffer_offset_alignment as u64);
+        let out_bytes = counter_offset + 4;
+        self.check_buffer_sizes(&[go_bytes, idx_bytes, out_bytes])?;
+        let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
+        let indices_buffer = self.upload("wgpool indices", indices);
+        let grad_input = self.output("wgpool grad_input", out_bytes);
+        let staging = self
+            .pool
+            .take(&self.device, "wgpool readback", out_bytes, READBACK);
+        let submitted = self.submit_scoped(|encoder| {
+            let buffers = BackwardBuffers {
+                grad_output: (&grad_output_buffer).into(),
+                indices: (&indices_buffer).into(),
+                grad_input: (&grad_input).into(),
+                invalid_count: BufferRegion::new(&grad_input, counter_offset),
+            };
+            self.record_backward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
+            encoder.copy_buffer_to_buffer(&grad_input, 0, &staging, 0, out_bytes);
+            Ok(())
+        });
+        let result = match submitted {
+            Ok(submission) => {
+                self.read_back::<u8>(&staging, out_bytes as usize, submission)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.pool
+            .give_back([grad_output_buffer, indices_buffer, grad_input, staging]);
+        let bytes = result?;
+        let invalid = u32::from_le_bytes(
+            bytes[counter_offset as usize..counter_offset as usize + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if invalid > 0 {
+            return Err(Error::InvalidIndices {
+                count: invalid as u64,
+            });
+        }
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..n_in * elem]))
+    }
+}

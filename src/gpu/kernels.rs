@@ -1,0 +1,265 @@
+//! Shader sources, bind group layouts and the specialised compute pipelines.
+//!
+//! Each kernel family is one `.wgsl` file in `shaders/`, compiled per element type (a two-line
+//! header declares `T`) with `shaders/common.wgsl` in between. Pipelines are specialised to the
+//! problem's geometry through override constants and cached, so a shape seen before costs no
+//! compilation.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::element::DType;
+use crate::params::Geometry;
+
+/// `shaders/common.wgsl`.
+pub const COMMON_WGSL: &str = include_str!("../../shaders/common.wgsl");
+/// `shaders/max_pool_forward.wgsl`.
+pub const FORWARD_WGSL: &str = include_str!("../../shaders/max_pool_forward.wgsl");
+/// `shaders/max_pool_backward.wgsl`.
+pub const BACKWARD_WGSL: &str = include_str!("../../shaders/max_pool_backward.wgsl");
+/// `shaders/max_pool_backward_tiled.wgsl`.
+pub const BACKWARD_TILED_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled.wgsl");
+
+/// Threads per workgroup in every kernel (`WORKGROUP_SIZE` in `common.wgsl`).
+pub const WORKGROUP_SIZE: u32 = 256;
+
+/// The compute kernels, one per entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `max_pool_forward`: one invocation per output.
+    Forward,
+    /// `max_pool_backward`: gather, one invocation per input element (and per output for validation).
+    Backward,
+    /// `max_pool_backward_tiled`: scatter, for windows that tile the input.
+    BackwardTiled,
+}
+
+impl Kernel {
+    /// Every kernel.
+    pub const ALL: [Kernel; 3] = [Kernel::Forward, Kernel::Backward, Kernel::BackwardTiled];
+
+    /// The entry point's name (also the `.wgsl` file's stem).
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::Forward => "max_pool_forward",
+            Kernel::Backward => "max_pool_backward",
+            Kernel::BackwardTiled => "max_pool_backward_tiled",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Kernel::Forward => FORWARD_WGSL,
+            Kernel::Backward => BACKWARD_WGSL,
+            Kernel::BackwardTiled => BACKWARD_TILED_WGSL,
+        }
+    }
+
+    fn is_backward(self) -> bool {
+        !matches!(self, Kernel::Forward)
+    }
+}
+
+/// The complete WGSL source of `kernel` for element type `dtype`.
+pub fn shader_source(kernel: Kernel, dtype: DType) -> String {
+    let header = match dtype {
+        DType::F32 => "alias T = f32;\n",
+        DType::F16 => "enable f16;\nalias T = f16;\n",
+    };
+    format!("{header}{COMMON_WGSL}\n{}", kernel.body())
+}
+
+/// The override constants that specialise a kernel to a geometry (names as in `common.wgsl`).
+pub fn override_constants(g: &Geometry) -> Vec<(&'static str, f64)> {
+    let (_, lanes) = g.groups_and_lanes();
+    let [d, h, w] = g.axes;
+    let mut c = vec![("LANES", lanes as f64)];
+    let names: [[&'static str; 3]; 6] = [
+        ["IN_D", "IN_H", "IN_W"],
+        ["OUT_D", "OUT_H", "OUT_W"],
+        ["K_D", "K_H", "K_W"],
+        ["S_D", "S_H", "S_W"],
+        ["P_D", "P_H", "P_W"],
+        ["DIL_D", "DIL_H", "DIL_W"],
+    ];
+    for (field, names) in names.iter().enumerate() {
+        for (axis, name) in [d, h, w].iter().zip(names) {
+            let v = match field {
+                0 => axis.input,
+                1 => axis.output,
+                2 => axis.kernel,
+                3 => axis.stride,
+                4 => axis.padding,
+                _ => axis.dilation,
+            };
+            c.push((name, v as f64));
+        }
+    }
+    c
+}
+
+/// What a pipeline is specialised to: the geometry without the batch (which only changes counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: Kernel,
+    dtype: DType,
+    lanes: usize,
+    axes: [crate::params::Axis; 3],
+}
+
+/// Shader modules per (kernel, dtype), the two bind group layouts and a cache of specialised
+/// pipelines.
+pub(crate) struct Kernels {
+    forward_layout: wgpu::BindGroupLayout,
+    backward_layout: wgpu::BindGroupLayout,
+    forward_pipeline_layout: wgpu::PipelineLayout,
+    backward_pipeline_layout: wgpu::PipelineLayout,
+    modules: Mutex<HashMap<(Kernel, DType), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+}
+
+/// Most pipelines kept; beyond this the cache is cleared (shapes in a training loop repeat).
+const PIPELINE_CACHE_LIMIT: usize = 256;
+
+fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform_entry() -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<ParamsUniform>() as u64),
+        },
+        count: None,
+    }
+}
+
+/// Mirrors `struct Params` in `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct ParamsUniform {
+    /// x: outputs in chunk, y: inputs in chunk, z: unused, w: −inf bits.
+    pub counts: [u32; 4],
+    /// Element offsets: x input/grad_output, y values/grad_input, z indices, w invalid counter.
+    pub bases: [u32; 4],
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let forward_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("wgpool forward"),
+            entries: &[
+                uniform_entry(),
+                storage_entry(1, true),
+                storage_entry(2, false),
+                storage_entry(3, false),
+            ],
+        });
+        let backward_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("wgpool backward"),
+            entries: &[
+                uniform_entry(),
+                storage_entry(1, true),
+                storage_entry(2, true),
+                storage_entry(3, false),
+                storage_entry(4, false),
+            ],
+        });
+        let pipeline_layout = |label, layout: &wgpu::BindGroupLayout| {
+            device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(layout)],
+                immediate_size: 0,
+            })
+        };
+        Self {
+            forward_pipeline_layout: pipeline_layout("wgpool forward", &forward_layout),
+            backward_pipeline_layout: pipeline_layout("wgpool backward", &backward_layout),
+            forward_layout,
+            backward_layout,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn bind_group_layout(&self, kernel: Kernel) -> &wgpu::BindGroupLayout {
+        if kernel.is_backward() {
+            &self.backward_layout
+        } else {
+            &self.forward_layout
+        }
+    }
+
+    fn module(&self, device: &wgpu::Device, kernel: Kernel, dtype: DType) -> wgpu::ShaderModule {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        modules
+            .entry((kernel, dtype))
+            .or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.entry_point()),
+                    source: wgpu::ShaderSource::Wgsl(shader_source(kernel, dtype).into()),
+                })
+            })
+            .clone()
+    }
+
+    /// The pipeline for `kernel` specialised to `g`, compiled on first use.
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        kernel: Kernel,
+        dtype: DType,
+        g: &Geometry,
+    ) -> wgpu::ComputePipeline {
+        let key = PipelineKey {
+            kernel,
+            dtype,
+            lanes: g.groups_and_lanes().1,
+            axes: g.axes,
+        };
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return p.clone();
+        }
+        // Compiled outside the lock: other threads keep recording meanwhile.
+        let module = self.module(device, kernel, dtype);
+        let constants = override_constants(g);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry_point()),
+            layout: Some(if kernel.is_backward() {
+                &self.backward_pipeline_layout
+            } else {
+                &self.forward_pipeline_layout
+            }),
+            module: &module,
+            entry_point: Some(kernel.entry_point()),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let mut pipelines = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if pipelines.len() >= PIPELINE_CACHE_LIMIT {
+            pipelines.clear();
+        }
+        pipelines.entry(key).or_insert(pipeline).clone()
+    }
+}

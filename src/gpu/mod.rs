@@ -1,0 +1,370 @@
+//! The GPU path: a [`Context`] holding a wgpu device, the compiled kernels and small caches.
+//!
+//! Two levels:
+//! - [`Context::record_forward`] / [`Context::record_backward`] record into a caller's
+//!   `CommandEncoder` over caller-owned buffers; the data never leaves the GPU.
+//! - [`Context::forward`] / [`Context::backward`] (and their `_async` forms) take host slices and
+//!   return host vectors.
+
+mod host;
+pub mod kernels;
+mod record;
+
+pub use record::{BackwardBuffers, BufferRegion, ForwardBuffers, RecordOptions};
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::element::DType;
+use crate::error::{Error, Result};
+use kernels::Kernels;
+
+/// How a [`Context`] picks and creates its device.
+///
+/// Unset fields follow wgpu's own conventions: `WGPU_BACKEND` (e.g. `vulkan`, `gl`, `metal`,
+/// `dx12`), `WGPU_ADAPTER_NAME` (a case-insensitive substring of the adapter's name) and
+/// `WGPU_POWER_PREF` (`low` or `high`).
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// Backends to look at; `None`: `WGPU_BACKEND`, else all.
+    pub backends: Option<wgpu::Backends>,
+    /// Adapter name filter; `None`: `WGPU_ADAPTER_NAME`, else any.
+    pub adapter_name: Option<String>,
+    /// Power preference; `None`: `WGPU_POWER_PREF`, else the default.
+    pub power_preference: Option<wgpu::PowerPreference>,
+    /// Caps the storage-binding size below the adapter's (to exercise chunking on small devices).
+    pub max_storage_buffer_binding_size: Option<u64>,
+    /// Caps the buffer size below the adapter's.
+    pub max_buffer_size: Option<u64>,
+    /// Caps the workgroups per dispatch dimension below the adapter's (to exercise 2-D grids).
+    pub max_compute_workgroups_per_dimension: Option<u32>,
+    /// Longest wait for the GPU before [`Error::Timeout`]; `None` waits as long as it takes.
+    pub timeout: Option<Duration>,
+    /// Fill host-level output buffers with a poison pattern before every run, so that elements a
+    /// kernel fails to write show up (for tests; costs a write per output).
+    pub poison_outputs: bool,
+}
+
+impl ContextOptions {
+    fn resolved_backends(&self) -> wgpu::Backends {
+        self.backends
+            .unwrap_or_else(|| wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()))
+    }
+}
+
+/// Lists the adapters on the backends that `options` (or `WGPU_BACKEND`) selects.
+pub async fn enumerate_adapters(options: &ContextOptions) -> Vec<wgpu::Adapter> {
+    let instance = new_instance(options);
+    instance
+        .enumerate_adapters(options.resolved_backends())
+        .await
+}
+
+/// Blocking [`enumerate_adapters`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn enumerate_adapters_blocking(options: &ContextOptions) -> Vec<wgpu::Adapter> {
+    pollster::block_on(enumerate_adapters(options))
+}
+
+fn new_instance(options: &ContextOptions) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = options.resolved_backends();
+    wgpu::Instance::new(desc)
+}
+
+/// State shared with wgpu's callbacks.
+#[derive(Debug, Default)]
+struct DeviceState {
+    lost: Mutex<Option<String>>,
+    uncaptured: Mutex<Option<String>>,
+}
+
+/// A wgpu device and queue with wgpool's kernels, ready to pool.
+///
+/// `Context` is `Send + Sync`: one context can serve many threads at once.
+///
+/// ```no_run
+/// # fn main() -> Result<(), wgpool::Error> {
+/// use wgpool::{Context, InputShape, PoolParams, PoolSpec};
+/// let ctx = Context::new()?;
+/// let spec = PoolSpec::new(InputShape::nchw(1, 1, 4, 4), PoolParams::new([2, 2]));
+/// let input: Vec<f32> = (0..16).map(|i| (i * 7 % 16) as f32).collect();
+/// let out = ctx.forward(&spec, &input)?;
+/// let grad_input = ctx.backward(&spec, &[1.0f32; 4], &out.indices)?;
+/// assert_eq!(grad_input.iter().sum::<f32>(), 4.0);
+/// # Ok(()) }
+/// ```
+pub struct Context {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    kernels: Kernels,
+    state: Arc<DeviceState>,
+    caches: record::Caches,
+    pool: host::BufferPool,
+    options: ContextOptions,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
+    }
+}
+
+impl Context {
+    /// Creates a context on the default adapter (see [`ContextOptions`] for the environment
+    /// variables that choose it). Blocking.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Self> {
+        Self::with_options(&ContextOptions::default())
+    }
+
+    /// Blocking [`Context::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_options(options: &ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// Creates a context on the adapter that `options` and the environment select.
+    pub async fn new_async(options: &ContextOptions) -> Result<Self> {
+        let instance = new_instance(options);
+        let name = options
+            .adapter_name
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let adapter = match name {
+            Some(name) => {
+                let wanted = name.to_lowercase();
+                let adapters = instance
+                    .enumerate_adapters(options.resolved_backends())
+                    .await;
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                    .ok_or_else(|| Error::NoAdapter {
+                        detail: format!(" whose name contains \"{name}\""),
+                    })?
+            }
+            None => {
+                let power_preference = options
+                    .power_preference
+                    .or_else(wgpu::PowerPreference::from_env)
+                    .unwrap_or_default();
+                instance
+                    .request_adapter(&wgpu::RequestAdapterOptions {
+                        power_preference,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| Error::NoAdapter {
+                        detail: format!(" ({e})"),
+                    })?
+            }
+        };
+        Self::from_adapter(&adapter, options).await
+    }
+
+    /// Creates a context on `adapter`, requesting the adapter's own limits (capped by
+    /// `options`) and `SHADER_F16` where the adapter has it.
+    pub async fn from_adapter(adapter: &wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
+        let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_storage_buffer_binding_size {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
+        if let Some(cap) = options.max_compute_workgroups_per_dimension {
+            limits.max_compute_workgroups_per_dimension =
+                limits.max_compute_workgroups_per_dimension.min(cap);
+        }
+        if let Some(cap) = options.max_buffer_size {
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+        }
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpool"),
+                required_features: features,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let state = Arc::new(DeviceState::default());
+        // Our own device: record errors instead of wgpu's default panic, and remember a loss.
+        let s = state.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            *s.uncaptured.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }));
+        let s = state.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *s.lost.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
+        Ok(Self::build(device, queue, info, state, options.clone()))
+    }
+
+    /// Wraps a caller's device and queue. wgpool leaves the device's error handler and
+    /// device-lost callback alone; errors in its own calls still come back as [`Error`]s.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self::build(
+            device,
+            queue,
+            info,
+            Arc::new(DeviceState::default()),
+            ContextOptions::default(),
+        )
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        state: Arc<DeviceState>,
+        options: ContextOptions,
+    ) -> Self {
+        let kernels = Kernels::new(&device);
+        let limits = device.limits();
+        Self {
+            device,
+            queue,
+            info,
+            limits,
+            kernels,
+            state,
+            caches: record::Caches::default(),
+            pool: host::BufferPool::default(),
+            options,
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    /// The adapter's name, backend, driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    /// The device's limits (the adapter's own unless capped by [`ContextOptions`]).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    /// `"backend/adapter name"`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{:?}/{}", self.info.backend, self.info.name)
+    }
+    /// Whether `dtype` can be pooled on this device.
+    pub fn supports(&self, dtype: DType) -> bool {
+        match dtype {
+            DType::F32 => true,
+            DType::F16 => self.device.features().contains(wgpu::Features::SHADER_F16),
+        }
+    }
+    /// Whether the device can write timestamps around compute passes.
+    pub fn has_timestamps(&self) -> bool {
+        self.device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Drops cached uniform buffers, bind groups and host-level staging buffers (pipelines stay).
+    pub fn clear_caches(&self) {
+        self.caches.clear();
+        self.pool.clear();
+    }
+
+    /// The number of cached GPU objects (uniform buffers, bind groups, pooled buffers), for leak tests.
+    pub fn cached_objects(&self) -> usize {
+        self.caches.len() + self.pool.len()
+    }
+
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if let Some(reason) = self
+            .state
+            .lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(Error::DeviceLost(reason));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_dtype(&self, dtype: DType) -> Result<()> {
+        if self.supports(dtype) {
+            Ok(())
+        } else {
+            Err(Error::MissingFeature {
+                dtype: dtype.name(),
+                feature: "SHADER_F16",
+                adapter: self.info.name.clone(),
+                backend: format!("{:?}", self.info.backend),
+            })
+        }
+    }
+
+    /// Blocks until the GPU has finished `submission` (or the context's timeout elapses).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let poll = wgpu::PollType::Wait {
+            submission_index: submission,
+            timeout: self.options.timeout,
+        };
+        match self.device.poll(poll) {
+            Ok(_) => self.check_usable(),
+            Err(wgpu::PollError::Timeout) => Err(Error::Timeout {
+                millis: self
+                    .options
+                    .timeout
+                    .map(|t| t.as_millis() as u64)
+                    .unwrap_or(0),
+            }),
+            Err(e) => {
+                self.check_usable()?;
+                Err(Error::Device(e.to_string()))
+            }
+        }
+    }
+
+    /// Takes (and clears) an error wgpu reported outside any error scope.
+    pub(crate) fn take_uncaptured(&self) -> Option<String> {
+        self.state
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// Turns the errors of a popped error scope into an [`Error`].
+pub(crate) fn scope_error(e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+        other => Error::Device(other.to_string()),
+    }
+}
+
+/// Checks that `dtype` is one the WGSL kernels accept.
+pub fn dtype_feature(dtype: DType) -> Option<wgpu::Features> {
+    match dtype {
+        DType::F32 => None,
+        DType::F16 => Some(wgpu::Features::SHADER_F16),
+    }
+}

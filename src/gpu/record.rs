@@ -1,0 +1,603 @@
+//! The encoder level: record forward and backward passes over caller-owned buffers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use wgpu::util::DeviceExt;
+
+use super::Context;
+use super::kernels::{Kernel, ParamsUniform, WORKGROUP_SIZE};
+use crate::element::DType;
+use crate::error::{Error, Result};
+use crate::params::{Geometry, PoolSpec};
+
+/// A tensor inside a caller's buffer: the buffer and the byte offset where the tensor starts.
+///
+/// The offset must be a multiple of the element size (4 for indices and counters); the buffer must
+/// hold the tensor's bytes rounded up to a multiple of 4 after the offset.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferRegion<'a> {
+    /// The buffer (needs `STORAGE` usage).
+    pub buffer: &'a wgpu::Buffer,
+    /// Byte offset of the first element.
+    pub offset: u64,
+}
+
+impl<'a> BufferRegion<'a> {
+    /// A region at `offset` bytes into `buffer`.
+    pub fn new(buffer: &'a wgpu::Buffer, offset: u64) -> Self {
+        Self { buffer, offset }
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for BufferRegion<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Self {
+        Self { buffer, offset: 0 }
+    }
+}
+
+/// The buffers of a forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardBuffers<'a> {
+    /// Input, read.
+    pub input: BufferRegion<'a>,
+    /// Pooled values, written.
+    pub values: BufferRegion<'a>,
+    /// Argmax indices (u32 per output; `u32::MAX` for −1), written.
+    pub indices: BufferRegion<'a>,
+}
+
+/// The buffers of a backward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct BackwardBuffers<'a> {
+    /// Gradient of the outputs, read.
+    pub grad_output: BufferRegion<'a>,
+    /// Argmax indices from the forward pass, read.
+    pub indices: BufferRegion<'a>,
+    /// Gradient of the input, written (every element).
+    pub grad_input: BufferRegion<'a>,
+    /// One u32 that receives the number of invalid indices (needs `STORAGE | COPY_DST`; cleared
+    /// by the recorded commands). Non-zero means `grad_input` must not be used.
+    pub invalid_count: BufferRegion<'a>,
+}
+
+/// Options for one recorded pass.
+#[derive(Debug, Default)]
+pub struct RecordOptions<'a> {
+    /// Timestamps written at the start and end of the compute pass (needs `TIMESTAMP_QUERY`).
+    pub timestamp_writes: Option<wgpu::ComputePassTimestampWrites<'a>>,
+}
+
+/// One tensor's binding for one chunk.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct Binding {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct BindKey {
+    kernel: Kernel,
+    params: ParamsUniform,
+    bindings: Vec<Binding>,
+}
+
+/// Uniform buffers and bind groups, cached by content: a call repeated with the same buffers and
+/// shape creates nothing.
+#[derive(Default)]
+pub(crate) struct Caches {
+    uniforms: Mutex<HashMap<ParamsUniform, wgpu::Buffer>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+}
+
+/// Most entries per cache; a full cache is emptied (bind groups hold their buffers alive).
+const CACHE_LIMIT: usize = 64;
+
+impl Caches {
+    pub fn clear(&self) {
+        self.uniforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.bind_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+    pub fn len(&self) -> usize {
+        self.uniforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            + self
+                .bind_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()
+    }
+}
+
+fn cached<K: std::hash::Hash + Eq, V: Clone>(
+    map: &Mutex<HashMap<K, V>>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> V {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = map.get(&key) {
+        return v.clone();
+    }
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.entry(key).or_insert_with(make).clone()
+}
+
+/// One tensor of a pass, as the planner sees it.
+struct TensorArg<'a> {
+    what: &'static str,
+    region: BufferRegion<'a>,
+    /// Bytes per group (plane or image).
+    group_bytes: u64,
+    elem: u64,
+}
+
+/// A run of whole groups that fits one binding per tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub first_group: usize,
+    pub groups: usize,
+}
+
+/// Largest element count one dispatch addresses (keeps every u32 index expression in range).
+const MAX_CHUNK_ELEMENTS: u64 = 1 << 31;
+
+/// Splits `groups` into chunks whose every binding (with alignment slack) fits `binding_limit`.
+pub(crate) fn plan_chunks(
+    groups: usize,
+    group_bytes: &[(u64, u64)],
+    binding_limit: u64,
+    alignment: u64,
+    unit: &'static str,
+) -> Result<Vec<Chunk>> {
+    // Slack: a binding starts up to `alignment - 1` bytes before its data and ends up to 3 after.
+    let usable = binding_limit.saturating_sub(alignment + 4);
+    let mut per_chunk = u64::MAX;
+    for &(bytes, elem) in group_bytes {
+        if bytes == 0 {
+            continue;
+        }
+        if bytes > usable {
+            return Err(Error::BindingTooSmall {
+                unit,
+                bytes,
+                limit: binding_limit,
+            });
+        }
+        per_chunk = per_chunk
+            .min(usable / bytes)
+            .min(MAX_CHUNK_ELEMENTS / (bytes / elem).max(1));
+    }
+    if per_chunk == 0 {
+        return Err(Error::TooLarge {
+            what: format!("elements per {unit}"),
+            value: u128::MAX,
+            limit: MAX_CHUNK_ELEMENTS as u128,
+        });
+    }
+    let per_chunk = per_chunk.min(groups as u64).max(1) as usize;
+    Ok((0..groups)
+        .step_by(per_chunk)
+        .map(|first| Chunk {
+            first_group: first,
+            groups: per_chunk.min(groups - first),
+        })
+        .collect())
+}
+
+/// Workgroup counts for `invocations` threads: a 2-D grid once one dimension is not enough.
+pub(crate) fn dispatch_size(invocations: u64, max_per_dimension: u32) -> Result<(u32, u32)> {
+    let workgroups = invocations.div_ceil(WORKGROUP_SIZE as u64);
+    let x = workgroups.min(max_per_dimension as u64).max(1);
+    let y = workgroups.div_ceil(x).max(1);
+    if y > max_per_dimension as u64 {
+        return Err(Error::TooLarge {
+            what: "dispatch (workgroups)".into(),
+            value: workgroups as u128,
+            limit: (max_per_dimension as u128).pow(2),
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
+impl Context {
+    fn check_region(&self, t: &TensorArg<'_>, total_bytes: u64) -> Result<()> {
+        let usage = t.region.buffer.usage();
+        if !usage.contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::BufferUsage {
+                what: t.what.into(),
+                usage: "STORAGE".into(),
+            });
+        }
+        let align = t.elem.max(if t.elem == 2 { 2 } else { 4 });
+        if t.region.offset % align != 0 {
+            return Err(Error::Misaligned {
+                what: t.what.into(),
+                offset: t.region.offset,
+                alignment: align,
+            });
+        }
+        let needed = t
+            .region
+            .offset
+            .checked_add(total_bytes.next_multiple_of(4))
+            .ok_or_else(|| Error::TooLarge {
+                what: format!("{} end offset", t.what),
+                value: u128::MAX,
+                limit: u64::MAX as u128,
+            })?;
+        if needed > t.region.buffer.size() {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "{} buffer size in bytes (offset + data rounded up to 4)",
+                    t.what
+                ),
+                expected: needed,
+                found: t.region.buffer.size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Binding and element base for `groups` groups starting at `first` of tensor `t`.
+    fn binding(&self, t: &TensorArg<'_>, chunk: Chunk) -> (Binding, u32) {
+        let alignment = self.limits.min_storage_buffer_offset_alignment as u64;
+        let start = t.region.offset + chunk.first_group as u64 * t.group_bytes;
+        let end = start + chunk.groups as u64 * t.group_bytes;
+        let aligned = start - start % alignment;
+        let size = (end.next_multiple_of(4) - aligned).max(4);
+        (
+            Binding {
+                buffer: t.region.buffer.clone(),
+                offset: aligned,
+                size,
+            },
+            ((start - aligned) / t.elem) as u32,
+        )
+    }
+
+    fn uniform(&self, params: ParamsUniform) -> wgpu::Buffer {
+        cached(&self.caches.uniforms, params, || {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("wgpool params"),
+                    contents: bytemuck::bytes_of(&params),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                })
+        })
+    }
+
+    fn bind_group(
+        &self,
+        kernel: Kernel,
+        params: ParamsUniform,
+        bindings: Vec<Binding>,
+    ) -> wgpu::BindGroup {
+        let key = BindKey {
+            kernel,
+            params,
+            bindings,
+        };
+        let uniform = self.uniform(params);
+        cached(&self.caches.bind_groups, key.clone(), || {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: uniform.as_entire_binding(),
+            }];
+            for (i, b) in key.bindings.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &b.buffer,
+                        offset: b.offset,
+                        size: wgpu::BufferSize::new(b.size),
+                    }),
+                });
+            }
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.entry_point()),
+                layout: self.kernels.bind_group_layout(kernel),
+                entries: &entries,
+            })
+        })
+    }
+
+    fn check_aliasing(reads: &[&TensorArg<'_>], writes: &[&TensorArg<'_>]) -> Result<()> {
+        for w in writes {
+            for r in reads {
+                if w.region.buffer == r.region.buffer {
+                    return Err(Error::BufferUsage {
+                        what: format!("{} (the same buffer as {})", w.what, r.what),
+                        usage: "a buffer of its own: one dispatch cannot read a buffer as read-only storage and write it".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a forward pass (values and indices) into `encoder`.
+    ///
+    /// Validates the spec, the element type and every buffer first; on error nothing is recorded.
+    /// Tensors larger than one storage binding are split into chunks of whole planes
+    /// (channels-last: whole images), all in one compute pass.
+    pub fn record_forward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        spec: &PoolSpec,
+        dtype: DType,
+        buffers: &ForwardBuffers<'_>,
+        options: RecordOptions<'_>,
+    ) -> Result<()> {
+        self.check_usable()?;
+        let g = spec.validate()?;
+        self.check_dtype(dtype)?;
+        let (groups, lanes) = g.groups_and_lanes();
+        let elem = dtype.size() as u64;
+        let in_group = (g.plane_in() * lanes) as u64;
+        let out_group = (g.plane_out() * lanes) as u64;
+        let tensors = [
+            TensorArg {
+                what: "input",
+                region: buffers.input,
+                group_bytes: in_group * elem,
+                elem,
+            },
+            TensorArg {
+                what: "values",
+                region: buffers.values,
+                group_bytes: out_group * elem,
+                elem,
+            },
+            TensorArg {
+                what: "indices",
+                region: buffers.indices,
+                group_bytes: out_group * 4,
+                elem: 4,
+            },
+        ];
+        for t in &tensors {
+            self.check_region(t, t.group_bytes * groups as u64)?;
+        }
+        Self::check_aliasing(&[&tensors[0]], &[&tensors[1], &tensors[2]])?;
+        if groups == 0 {
+            return Ok(());
+        }
+        let chunks = self.plan(&g, &tensors)?;
+        let pipeline = self
+            .kernels
+            .pipeline(&self.device, Kernel::Forward, dtype, &g);
+        let mut dispatches = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (b_in, base_in) = self.binding(&tensors[0], chunk);
+            let (b_val, base_val) = self.binding(&tensors[1], chunk);
+            let (b_idx, base_idx) = self.binding(&tensors[2], chunk);
+            let outputs = chunk.groups as u64 * out_group;
+            let params = ParamsUniform {
+                counts: [
+                    outputs as u32,
+                    (chunk.groups as u64 * in_group) as u32,
+                    0,
+                    f32::NEG_INFINITY.to_bits(),
+                ],
+                bases: [base_in, base_val, base_idx, 0],
+            };
+            let bind_group = self.bind_group(Kernel::Forward, params, vec![b_in, b_val, b_idx]);
+            dispatches.push((
+                bind_group,
+                dispatch_size(outputs, self.limits.max_compute_workgroups_per_dimension)?,
+            ));
+        }
+        self.encode_pass(encoder, Kernel::Forward, &pipeline, &dispatches, options);
+        Ok(())
+    }
+
+    /// Records a backward pass into `encoder`: clears `invalid_count`, then writes every element
+    /// of `grad_input` and counts the indices no forward pass could have produced.
+    ///
+    /// A non-zero count means the indices were invalid and `grad_input` must not be used; the
+    /// host-level [`Context::backward`] turns it into [`Error::InvalidIndices`].
+    pub fn record_backward(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        spec: &PoolSpec,
+        dtype: DType,
+        buffers: &BackwardBuffers<'_>,
+        options: RecordOptions<'_>,
+    ) -> Result<()> {
+        self.check_usable()?;
+        let g = spec.validate()?;
+        self.check_dtype(dtype)?;
+        let (groups, lanes) = g.groups_and_lanes();
+        let elem = dtype.size() as u64;
+        let in_group = (g.plane_in() * lanes) as u64;
+        let out_group = (g.plane_out() * lanes) as u64;
+        let tensors = [
+            TensorArg {
+                what: "grad_output",
+                region: buffers.grad_output,
+                group_bytes: out_group * elem,
+                elem,
+            },
+            TensorArg {
+                what: "indices",
+                region: buffers.indices,
+                group_bytes: out_group * 4,
+                elem: 4,
+            },
+            TensorArg {
+                what: "grad_input",
+                region: buffers.grad_input,
+                group_bytes: in_group * elem,
+                elem,
+            },
+        ];
+        for t in &tensors {
+            self.check_region(t, t.group_bytes * groups as u64)?;
+        }
+        let counter = TensorArg {
+            what: "invalid_count",
+            region: buffers.invalid_count,
+            group_bytes: 0,
+            elem: 4,
+        };
+        self.check_region(&counter, 4)?;
+        if !counter
+            .region
+            .buffer
+            .usage()
+            .contains(wgpu::BufferUsages::COPY_DST)
+        {
+            return Err(Error::BufferUsage {
+                what: "invalid_count".into(),
+                usage: "COPY_DST".into(),
+            });
+        }
+        Self::check_aliasing(&[&tensors[0], &tensors[1]], &[&tensors[2], &counter])?;
+        if tensors[2].region.buffer == counter.region.buffer {
+            let gi = (
+                tensors[2].region.offset,
+                tensors[2].region.offset + in_group * elem * groups as u64,
+            );
+            if counter.region.offset + 4 > gi.0 && counter.region.offset < gi.1 {
+                return Err(Error::BufferUsage {
+                    what: "invalid_count (overlaps grad_input)".into(),
+                    usage: "a region of its own".into(),
+                });
+            }
+        }
+        encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
+        if groups == 0 {
+            return Ok(());
+        }
+        let chunks = self.plan(&g, &tensors)?;
+        let kernel = if g.tiles() {
+            Kernel::BackwardTiled
+        } else {
+            Kernel::Backward
+        };
+        let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, &g);
+        let mut dispatches = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (b_go, base_go) = self.binding(&tensors[0], chunk);
+            let (b_idx, base_idx) = self.binding(&tensors[1], chunk);
+            let (b_gi, base_gi) = self.binding(&tensors[2], chunk);
+            let counter_chunk = Chunk {
+                first_group: 0,
+                groups: 1,
+            };
+            let (b_cnt, base_cnt) = self.binding(
+                &TensorArg {
+                    group_bytes: 4,
+                    ..counter
+                },
+                counter_chunk,
+            );
+            let outputs = chunk.groups as u64 * out_group;
+            let inputs = chunk.groups as u64 * in_group;
+            let params = ParamsUniform {
+                counts: [
+                    outputs as u32,
+                    inputs as u32,
+                    0,
+                    f32::NEG_INFINITY.to_bits(),
+                ],
+                bases: [base_go, base_gi, base_idx, base_cnt],
+            };
+            let invocations = if kernel == Kernel::BackwardTiled {
+                outputs
+            } else {
+                outputs.max(inputs)
+            };
+            let bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
+            dispatches.push((
+                bind_group,
+                dispatch_size(
+                    invocations,
+                    self.limits.max_compute_workgroups_per_dimension,
+                )?,
+            ));
+        }
+        self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
+        Ok(())
+    }
+
+    fn plan(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> Result<Vec<Chunk>> {
+        let (groups, _) = g.groups_and_lanes();
+        let unit = match g.layout {
+            crate::Layout::ChannelsFirst => "plane",
+            crate::Layout::ChannelsLast => "image",
+        };
+        let sizes: Vec<(u64, u64)> = tensors.iter().map(|t| (t.group_bytes, t.elem)).collect();
+        plan_chunks(
+            groups,
+            &sizes,
+            self.limits.max_storage_buffer_binding_size,
+            self.limits.min_storage_buffer_offset_alignment as u64,
+            unit,
+        )
+    }
+
+    fn encode_pass(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        kernel: Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        dispatches: &[(wgpu::BindGroup, (u32, u32))],
+        options: RecordOptions<'_>,
+    ) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(kernel.entry_point()),
+            timestamp_writes: options.timestamp_writes,
+        });
+        pass.set_pipeline(pipeline);
+        for (bind_group, (x, y)) in dispatches {
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(*x, *y, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_all_groups_and_respect_the_limit() {
+        let chunks = plan_chunks(10, &[(1000, 4), (250, 4)], 4096, 256, "plane").unwrap();
+        assert_eq!(chunks.iter().map(|c| c.groups).sum::<usize>(), 10);
+        assert!(chunks.iter().all(|c| c.groups as u64 * 1000 + 260 <= 4096));
+        assert_eq!(
+            chunks[0],
+            Chunk {
+                first_group: 0,
+                groups: 3
+            }
+        );
+        assert_eq!(
+            plan_chunks(1, &[(5000, 4)], 4096, 256, "image"),
+            Err(Error::BindingTooSmall {
+                unit: "image",
+                bytes: 5000,
+                limit: 4096
+            })
+        );
+    }
+
+    #[test]
+    fn dispatch_uses_a_second_dimension_beyond_the_limit() {
+        assert_eq!(dispatch_size(256 * 65535, 65535).unwrap(), (65535, 1));
+        assert_eq!(dispatch_size(256 * 65536, 65535).unwrap(), (65535, 2));
+        assert_eq!(dispatch_size(1, 65535).unwrap(), (1, 1));
+    }
+}

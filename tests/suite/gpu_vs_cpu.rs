@@ -1,0 +1,540 @@
+//! GPU against the CPU reference, bit for bit, on every adapter found.
+
+use super::common::*;
+use wgpool::wgpu;
+use wgpool::{
+    BackwardBuffers, BufferRegion, Context, ContextOptions, DType, Element, Error, ForwardBuffers,
+    InputShape, Layout, PoolParams, PoolSpec, RecordOptions, cpu, f16,
+};
+
+/// Forward and backward of `spec` on `ctx` against the CPU reference; returns the indices.
+fn check_case<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad_seed: u64) {
+    let case = Case::start(ctx);
+    let name = format!("{} {} {:?}", ctx.describe(), T::DTYPE.name(), spec);
+    let want = cpu::reference::forward(spec, input).unwrap();
+    let got = ctx
+        .forward(spec, input)
+        .unwrap_or_else(|e| panic!("[{name}] forward: {e}"));
+    assert_bits_eq("values", &name, &got.values, &want.values);
+    assert_eq!(got.indices, want.indices, "[{name}] indices");
+
+    let grad_output = gradients::<T>(&mut Rng::new(grad_seed), want.values.len());
+    let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
+    let got_gi = ctx
+        .backward(spec, &grad_output, &want.indices)
+        .unwrap_or_else(|e| panic!("[{name}] backward: {e}"));
+    assert_bits_eq("grad_input", &name, &got_gi, &want_gi);
+    case.pass();
+}
+
+fn random_cases<T: Element>(ctx: &Context, seed: u64, cases: usize) {
+    let mut rng = Rng::new(seed);
+    for i in 0..cases {
+        let spec = random_spec(&mut rng, 9);
+        let n = spec.input.numel().unwrap();
+        let input: Vec<T> = if i % 5 == 4 {
+            negative_values(&mut rng, n)
+        } else {
+            nasty_values(&mut rng, n)
+        };
+        check_case(ctx, &spec, &input, seed + i as u64);
+    }
+}
+
+#[test]
+fn random_f32_cases_match_the_cpu_reference_on_every_adapter() {
+    for ctx in contexts() {
+        random_cases::<f32>(ctx, 1, 120);
+    }
+}
+
+#[test]
+fn f16_matches_the_cpu_reference_where_supported_and_is_refused_elsewhere() {
+    let mut ran = 0;
+    for ctx in contexts() {
+        if ctx.supports(DType::F16) {
+            random_cases::<f16>(ctx, 2, 60);
+            ran += 1;
+        } else {
+            let case = Case::start(ctx);
+            let spec = PoolSpec::new(InputShape::nchw(1, 1, 2, 2), PoolParams::new([2, 2]));
+            let err = ctx.forward(&spec, &[f16::ONE; 4]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::MissingFeature {
+                        feature: "SHADER_F16",
+                        ..
+                    }
+                ),
+                "[{}] {err}",
+                ctx.describe()
+            );
+            assert!(
+                err.to_string().contains("SHADER_F16"),
+                "[{}] message: {err}",
+                ctx.describe()
+            );
+            case.pass();
+        }
+    }
+    let vulkan = contexts()
+        .iter()
+        .any(|c| c.adapter_info().backend == wgpu::Backend::Vulkan);
+    assert!(
+        !vulkan || ran > 0,
+        "a Vulkan adapter is present but none ran the f16 cases"
+    );
+}
+
+#[test]
+fn hand_picked_corner_cases_match_on_every_adapter() {
+    // (input shape, params, layout)
+    let cases: Vec<(InputShape, PoolParams, Layout)> = vec![
+        // ceil_mode with the correction: 5 wide, k2 s2 p1 -> 3 outputs.
+        (
+            InputShape::nchw(2, 3, 5, 5),
+            PoolParams::new([2, 2]).padding([1, 1]).ceil_mode(true),
+            Layout::ChannelsFirst,
+        ),
+        // Windows of padding only (dilation): index -1, value -inf.
+        (
+            InputShape::new(1, 2, [1]),
+            PoolParams::new([2]).dilation([2]).padding([1]),
+            Layout::ChannelsFirst,
+        ),
+        (
+            InputShape::nchw(1, 2, 1, 4),
+            PoolParams::new([3, 1])
+                .dilation([2, 1])
+                .padding([1, 0])
+                .ceil_mode(true),
+            Layout::ChannelsLast,
+        ),
+        // Overlapping ResNet stem pool, odd size.
+        (
+            InputShape::nchw(2, 4, 13, 11),
+            PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]),
+            Layout::ChannelsFirst,
+        ),
+        (
+            InputShape::nchw(2, 4, 13, 11),
+            PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]),
+            Layout::ChannelsLast,
+        ),
+        // Stride above kernel: elements in no window get +0.
+        (
+            InputShape::nchw(1, 3, 9, 10),
+            PoolParams::new([2, 2]).stride([3, 4]),
+            Layout::ChannelsFirst,
+        ),
+        // Tiling windows (the scatter backward), 1-D, 2-D and 3-D, both layouts.
+        (
+            InputShape::new(2, 3, [16]),
+            PoolParams::new([2]),
+            Layout::ChannelsFirst,
+        ),
+        (
+            InputShape::nchw(2, 3, 8, 6),
+            PoolParams::new([2, 3]),
+            Layout::ChannelsLast,
+        ),
+        (
+            InputShape::new(2, 3, [4, 6, 4]),
+            PoolParams::new([2, 2, 2]),
+            Layout::ChannelsFirst,
+        ),
+        (
+            InputShape::new(1, 5, [5, 3, 7]),
+            PoolParams::new([2, 2, 2])
+                .padding([1, 0, 1])
+                .ceil_mode(true),
+            Layout::ChannelsLast,
+        ),
+        // Kernel 1, stride 1: identity.
+        (
+            InputShape::nchw(1, 2, 3, 3),
+            PoolParams::new([1, 1]),
+            Layout::ChannelsFirst,
+        ),
+        // Large dilation and stride 1 on 3-D.
+        (
+            InputShape::new(1, 2, [5, 6, 7]),
+            PoolParams::new([2, 3, 2])
+                .stride([1, 1, 1])
+                .dilation([3, 2, 2])
+                .padding([1, 1, 1]),
+            Layout::ChannelsLast,
+        ),
+    ];
+    let mut rng = Rng::new(3);
+    for ctx in contexts() {
+        for (shape, params, layout) in &cases {
+            let spec = PoolSpec::new(shape.clone(), params.clone()).layout(*layout);
+            let n = spec.input.numel().unwrap();
+            check_case::<f32>(ctx, &spec, &nasty_values(&mut rng, n), 7);
+            check_case::<f32>(ctx, &spec, &vec![f32::NEG_INFINITY; n], 8);
+            check_case::<f32>(ctx, &spec, &vec![f32::NAN; n], 9);
+            check_case::<f32>(ctx, &spec, &vec![-0.0; n], 10);
+        }
+    }
+}
+
+#[test]
+fn invalid_indices_are_counted_on_the_gpu_like_on_the_cpu() {
+    let spec = PoolSpec::new(
+        InputShape::nchw(2, 2, 6, 7),
+        PoolParams::new([3, 2]).stride([2, 2]).padding([1, 1]),
+    );
+    let tiled = PoolSpec::new(InputShape::nchw(2, 2, 6, 8), PoolParams::new([2, 2]));
+    let mut rng = Rng::new(4);
+    for ctx in contexts() {
+        for spec in [&spec, &tiled] {
+            let case = Case::start(ctx);
+            let n = spec.input.numel().unwrap();
+            let pooled = cpu::reference::forward(spec, &nasty_values::<f32>(&mut rng, n)).unwrap();
+            let grad = gradients::<f32>(&mut rng, pooled.values.len());
+            let plane = spec.validate().unwrap().plane_in() as u32;
+            // Outside the plane, outside its window, and -1 where the window has real elements.
+            for (bad, count) in [
+                (vec![(0, plane)], 1),
+                (vec![(1, pooled.indices[1] + 17), (5, 0)], 2),
+                (vec![(3, u32::MAX)], 1),
+            ] {
+                let mut indices = pooled.indices.clone();
+                for &(at, v) in &bad {
+                    indices[at] = v;
+                }
+                let want = cpu::reference::backward(spec, &grad, &indices).unwrap_err();
+                let got = ctx.backward(spec, &grad, &indices).unwrap_err();
+                assert_eq!(got, want, "[{}] {spec:?}", ctx.describe());
+                assert_eq!(got, Error::InvalidIndices { count }, "[{}]", ctx.describe());
+            }
+            case.pass();
+        }
+    }
+}
+
+#[test]
+fn empty_batch_gives_empty_outputs() {
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let spec = PoolSpec::new(InputShape::nchw(0, 3, 8, 8), PoolParams::new([2, 2]));
+        let out = ctx.forward::<f32>(&spec, &[]).unwrap();
+        assert!(
+            out.values.is_empty() && out.indices.is_empty(),
+            "[{}]",
+            ctx.describe()
+        );
+        assert!(
+            ctx.backward::<f32>(&spec, &[], &[]).unwrap().is_empty(),
+            "[{}]",
+            ctx.describe()
+        );
+        case.pass();
+    }
+}
+
+/// Creates a context like `base` but with `options` (same adapter).
+fn context_with(base: &Context, options: ContextOptions) -> Context {
+    let name = base.adapter_info().name.clone();
+    let backend = base.adapter_info().backend;
+    let adapters = wgpool::gpu::enumerate_adapters_blocking(&ContextOptions {
+        backends: Some(backend.into()),
+        ..Default::default()
+    });
+    let adapter = adapters
+        .iter()
+        .find(|a| a.get_info().name == name)
+        .expect("same adapter again");
+    pollster::block_on(Context::from_adapter(
+        adapter,
+        &ContextOptions {
+            poison_outputs: true,
+            ..options
+        },
+    ))
+    .unwrap()
+}
+
+#[test]
+fn tensors_above_the_binding_limit_are_split_into_chunks() {
+    let mut rng = Rng::new(5);
+    for base in contexts() {
+        // 1 KiB bindings: a few planes per chunk, so every pass runs several dispatches.
+        let ctx = context_with(
+            base,
+            ContextOptions {
+                max_storage_buffer_binding_size: Some(1024),
+                ..Default::default()
+            },
+        );
+        assert_eq!(ctx.limits().max_storage_buffer_binding_size, 1024);
+        for (shape, params, layout) in [
+            (
+                InputShape::nchw(3, 5, 7, 6),
+                PoolParams::new([2, 2]),
+                Layout::ChannelsFirst,
+            ),
+            (
+                InputShape::nchw(3, 5, 7, 6),
+                PoolParams::new([3, 2]).stride([1, 2]).padding([1, 1]),
+                Layout::ChannelsFirst,
+            ),
+            (
+                InputShape::nchw(4, 3, 5, 6),
+                PoolParams::new([2, 2]).ceil_mode(true),
+                Layout::ChannelsLast,
+            ),
+            (
+                InputShape::new(5, 7, [33]),
+                PoolParams::new([3]).stride([2]).dilation([2]).padding([1]),
+                Layout::ChannelsFirst,
+            ),
+        ] {
+            let spec = PoolSpec::new(shape, params).layout(layout);
+            let n = spec.input.numel().unwrap();
+            check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, n), 11);
+        }
+        // One plane bigger than a binding: a clear error naming the limit.
+        let spec = PoolSpec::new(InputShape::nchw(1, 1, 32, 32), PoolParams::new([2, 2]));
+        let err = ctx.forward(&spec, &vec![1.0f32; 1024]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BindingTooSmall {
+                    unit: "plane",
+                    limit: 1024,
+                    ..
+                }
+            ),
+            "[{}] {err}",
+            ctx.describe()
+        );
+        assert!(err.to_string().contains("1024"), "{err}");
+    }
+}
+
+#[test]
+fn dispatches_beyond_the_per_dimension_limit_use_a_second_dimension() {
+    let mut rng = Rng::new(6);
+    for base in contexts() {
+        // With at most 8 workgroups per dimension, 10 x 10 x 9 x 9 outputs need a 2-D grid.
+        let ctx = context_with(
+            base,
+            ContextOptions {
+                max_compute_workgroups_per_dimension: Some(8),
+                ..Default::default()
+            },
+        );
+        for params in [
+            PoolParams::new([2, 2]).stride([1, 1]),
+            PoolParams::new([2, 2]),
+        ] {
+            let spec = PoolSpec::new(InputShape::nchw(10, 10, 10, 10), params);
+            check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, 10_000), 12);
+        }
+    }
+    // And once for real: more than 65,535 x 256 outputs in one plane.
+    for ctx in contexts() {
+        let spec = PoolSpec::new(
+            InputShape::new(1, 1, [65_535 * 256 + 1000]),
+            PoolParams::new([1]),
+        );
+        let case = Case::start(ctx);
+        let input: Vec<f32> = (0..spec.input.numel().unwrap())
+            .map(|i| (i % 1013) as f32 - 500.0)
+            .collect();
+        let out = ctx.forward(&spec, &input).unwrap();
+        assert!(
+            out.values == input,
+            "[{}] identity pool over a 2-D grid",
+            ctx.describe()
+        );
+        assert!(
+            out.indices
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| x as usize == i),
+            "[{}] indices",
+            ctx.describe()
+        );
+        case.pass();
+    }
+}
+
+/// The encoder level over caller-owned, poisoned buffers at non-zero offsets.
+#[test]
+fn encoder_level_over_caller_buffers_at_offsets() {
+    let mut rng = Rng::new(7);
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let device = ctx.device();
+        let spec = PoolSpec::new(
+            InputShape::nchw(2, 3, 9, 7),
+            PoolParams::new([3, 3])
+                .stride([2, 1])
+                .padding([1, 1])
+                .ceil_mode(true),
+        );
+        let g = spec.validate().unwrap();
+        let input: Vec<f32> = nasty_values(&mut rng, g.input_len());
+        let poison = |bytes: u64, usage: wgpu::BufferUsages| {
+            let data = vec![0xA5u8; bytes as usize];
+            let b = device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            });
+            ctx.queue().write_buffer(&b, 0, &data);
+            b
+        };
+        let storage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let (in_off, out_off, idx_off) = (12u64, 512u64, 36u64);
+        let input_buf = poison(in_off + 4 * g.input_len() as u64, storage);
+        ctx.queue()
+            .write_buffer(&input_buf, in_off, bytemuck::cast_slice(&input));
+        // values and indices share one buffer.
+        let out_buf = poison(out_off + 4 * g.output_len() as u64 + 64, storage);
+        let idx_buf = poison(idx_off + 4 * g.output_len() as u64, storage);
+        let grad_output: Vec<f32> = gradients(&mut rng, g.output_len());
+        let go_buf = poison(4 * g.output_len() as u64, storage);
+        ctx.queue()
+            .write_buffer(&go_buf, 0, bytemuck::cast_slice(&grad_output));
+        let gi_off = 8u64;
+        let gi_buf = poison(gi_off + 4 * g.input_len() as u64 + 4, storage);
+        let counter_off = gi_off + 4 * g.input_len() as u64;
+
+        let mut encoder = device.create_command_encoder(&Default::default());
+        let fwd = ForwardBuffers {
+            input: BufferRegion::new(&input_buf, in_off),
+            values: BufferRegion::new(&out_buf, out_off),
+            indices: BufferRegion::new(&idx_buf, idx_off),
+        };
+        ctx.record_forward(
+            &mut encoder,
+            &spec,
+            DType::F32,
+            &fwd,
+            RecordOptions::default(),
+        )
+        .unwrap();
+        let bwd = BackwardBuffers {
+            grad_output: (&go_buf).into(),
+            indices: BufferRegion::new(&idx_buf, idx_off),
+            grad_input: BufferRegion::new(&gi_buf, gi_off),
+            invalid_count: BufferRegion::new(&gi_buf, counter_off),
+        };
+        ctx.record_backward(
+            &mut encoder,
+            &spec,
+            DType::F32,
+            &bwd,
+            RecordOptions::default(),
+        )
+        .unwrap();
+        ctx.queue().submit([encoder.finish()]);
+
+        let read = |buf: &wgpu::Buffer| -> Vec<u8> {
+            let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: buf.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut e = device.create_command_encoder(&Default::default());
+            e.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
+            ctx.queue().submit([e.finish()]);
+            staging
+                .slice(..)
+                .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+            ctx.wait(None).unwrap();
+            let v = staging.slice(..).get_mapped_range().unwrap().to_vec();
+            v
+        };
+        let want = cpu::reference::forward(&spec, &input).unwrap();
+        let want_gi = cpu::reference::backward(&spec, &grad_output, &want.indices).unwrap();
+        let out_bytes = read(&out_buf);
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(
+            &out_bytes[out_off as usize..out_off as usize + 4 * g.output_len()],
+        );
+        // Bytes around the tensor stay untouched.
+        assert!(
+            out_bytes[..out_off as usize]
+                .iter()
+                .chain(&out_bytes[out_off as usize + 4 * g.output_len()..])
+                .all(|&b| b == 0xA5),
+            "[{}] wrote outside values",
+            ctx.describe()
+        );
+        let idx_bytes = read(&idx_buf);
+        let indices: Vec<u32> = bytemuck::pod_collect_to_vec(&idx_bytes[idx_off as usize..]);
+        let gi_bytes = read(&gi_buf);
+        let grad_input: Vec<f32> =
+            bytemuck::pod_collect_to_vec(&gi_bytes[gi_off as usize..counter_off as usize]);
+        let counter = u32::from_le_bytes(
+            gi_bytes[counter_off as usize..counter_off as usize + 4]
+                .try_into()
+                .unwrap(),
+        );
+        let name = ctx.describe();
+        assert_bits_eq("values", &name, &values, &want.values);
+        assert_eq!(indices, want.indices, "[{name}] indices");
+        assert_bits_eq("grad_input", &name, &grad_input, &want_gi);
+        assert_eq!(counter, 0, "[{name}] invalid_count");
+        assert!(
+            gi_bytes[..gi_off as usize].iter().all(|&b| b == 0xA5),
+            "[{name}] wrote before grad_input"
+        );
+
+        // Bad buffers are refused before anything is recorded.
+        let mut encoder = device.create_command_encoder(&Default::default());
+        let small = poison(16, storage);
+        let err = ctx.record_forward(
+            &mut encoder,
+            &spec,
+            DType::F32,
+            &ForwardBuffers {
+                values: (&small).into(),
+                ..fwd
+            },
+            RecordOptions::default(),
+        );
+        assert!(
+            matches!(err, Err(Error::ShapeMismatch { .. })),
+            "[{name}] {err:?}"
+        );
+        let err = ctx.record_forward(
+            &mut encoder,
+            &spec,
+            DType::F32,
+            &ForwardBuffers {
+                input: BufferRegion::new(&input_buf, 2),
+                ..fwd
+            },
+            RecordOptions::default(),
+        );
+        assert!(
+            matches!(err, Err(Error::Misaligned { .. })),
+            "[{name}] {err:?}"
+        );
+        let err = ctx.record_forward(
+            &mut encoder,
+            &spec,
+            DType::F32,
+            &ForwardBuffers {
+                values: BufferRegion::new(&input_buf, 0),
+                ..fwd
+            },
+            RecordOptions::default(),
+        );
+        assert!(
+            matches!(err, Err(Error::BufferUsage { .. })),
+            "[{name}] {err:?}"
+        );
+        case.pass();
+    }
+}

@@ -1,0 +1,3 @@
+//! One integration-test binary (one link) holding every test module.
+
+mod suite;
