@@ -25,10 +25,13 @@
 
 #![deny(missing_docs)]
 
+pub mod cases;
 pub mod cpu;
 mod element;
 mod error;
 pub mod gpu;
+#[cfg(feature = "cli")]
+pub mod npy;
 mod params;
 
 pub use element::{DType, Element};

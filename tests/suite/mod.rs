@@ -1,4 +1,8 @@
 pub mod common;
 
+mod cli;
+mod cpu_fast;
+mod cpu_reference;
+mod golden;
 mod gpu_vs_cpu;
 mod naga_translate;

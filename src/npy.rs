@@ -1,0 +1,1 @@
+//! Reading and writing `.npy` files for the command-line tool (feature `cli`).
