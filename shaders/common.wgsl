@@ -1,7 +1,13 @@
 // Shared by every wgpool kernel (the host puts it after the element-type header and before the
 // kernel; see src/gpu/kernels.rs).
 //
-// `T` comes from the header: `alias T = f32;` or, with `enable f16;`, `alias T = f16;`.
+// The host puts a header in front (see `src/gpu/kernels.rs`) that declares the element type `T`
+// (`f32`, or `f16` with `enable f16;`) and the lane vector types of the invocation:
+// - width 1: `V = T`, `I = u32`, `B = bool`, `VF = f32` — one element per invocation;
+// - width 4: `V = vec4<T>`, `I = vec4<u32>`, `B = vec4<bool>`, `VF = vec4<f32>` — four adjacent
+//   channels of a channels-last tensor per invocation (16-byte loads and stores). Every lane does
+//   exactly the width-1 computation; the kernels are written once for both widths with `select`.
+// `count_false(b: B) -> u32` comes from the header too.
 //
 // Geometry is always three spatial axes (D, H, W); 1-D and 2-D problems arrive with unit axes in
 // front. It is given as pipeline-override constants, so every pipeline is specialised to its
@@ -64,10 +70,10 @@ struct Params {
 const NO_INDEX: u32 = 0xffffffffu;
 const WORKGROUP_SIZE: u32 = 256u;
 
-// NaN test on the bits: `x != x` compiles to an ordered compare on some backends and `max()` is
-// backend-defined for NaN.
-fn is_nan(v: T) -> bool {
-    return (bitcast<u32>(f32(v)) & 0x7fffffffu) > 0x7f800000u;
+// NaN test on the bits, per lane: `x != x` compiles to an ordered compare on some backends and
+// `max()` is backend-defined for NaN.
+fn is_nan(v: V) -> B {
+    return (bitcast<I>(VF(v)) & I(0x7fffffffu)) > I(0x7f800000u);
 }
 
 // Dispatches above 65,535 workgroups use a 2-D grid of workgroups.
@@ -85,13 +91,11 @@ fn window_has_real_tap(a: Axis, o: u32) -> bool {
     return first < a.kernel && start + first * a.dilation < a.input + a.padding;
 }
 
-// Whether input coordinate i is one of the taps of window o on axis a.
-fn window_contains(a: Axis, o: u32, i: u32) -> bool {
+// Whether input coordinate i (per lane) is one of the taps of window o on axis a.
+fn window_contains(a: Axis, o: u32, i: I) -> B {
     let z = i + a.padding;
     let start = o * a.stride;
-    if i >= a.input || z < start {
-        return false;
-    }
+    // `rel` wraps where z < start; that lane is already false.
     let rel = z - start;
-    return rel % a.dilation == 0u && rel / a.dilation < a.kernel;
+    return (i < I(a.input)) & (z >= I(start)) & (rel % a.dilation == I(0u)) & (rel / a.dilation < I(a.kernel));
 }

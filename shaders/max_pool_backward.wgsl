@@ -1,34 +1,32 @@
 // Max-pool backward, gather formulation: invocation t sums, in increasing output order, the
 // gradients of the windows whose index names input element t (no float atomics, so the sum is
 // deterministic and equal to the CPU's bit for bit), and validates the index of output t.
+// At width 4 an invocation handles four adjacent channels; each lane does the width-1 work.
 // CPU mirror: src/cpu/max_pool_backward.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> grad_output: array<T>;
-@group(0) @binding(2) var<storage, read> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> grad_input: array<T>;
+@group(0) @binding(1) var<storage, read> grad_output: array<V>;
+@group(0) @binding(2) var<storage, read> indices: array<I>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<V>;
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
-// Whether output t holds an index that a forward pass with this geometry could have produced.
-fn index_valid(t: u32) -> bool {
+// Per lane: whether output t holds an index that a forward pass with this geometry could produce.
+fn index_valid(t: u32) -> B {
     var q = t / LANES;
     let ow = q % OUT_W;
     q = q / OUT_W;
     let oh = q % OUT_H;
     let od = (q / OUT_H) % OUT_D;
     let index = indices[params.bases.z + t];
-    if index == NO_INDEX {
-        // -1 only where the window holds padding only.
-        return !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
-    }
-    if index >= IN_D * IN_H * IN_W {
-        return false;
-    }
+    // -1 only where the window holds padding only.
+    let padding_only = !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
     let iw = index % IN_W;
     let ih = (index / IN_W) % IN_H;
     let id = index / (IN_W * IN_H);
-    return window_contains(axis_d(), od, id) && window_contains(axis_h(), oh, ih) && window_contains(axis_w(), ow, iw);
+    let inside = (index < I(IN_D * IN_H * IN_W)) & window_contains(axis_d(), od, id) & window_contains(axis_h(), oh, ih)
+        & window_contains(axis_w(), ow, iw);
+    return select(inside, B(padding_only), index == I(NO_INDEX));
 }
 
 // The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
@@ -50,8 +48,11 @@ fn max_pool_backward(
     @builtin(num_workgroups) workgroups: vec3<u32>,
 ) {
     let t = invocation_index(workgroup, local, workgroups);
-    if t < params.counts.x && !index_valid(t) {
-        atomicAdd(&invalid_count[params.bases.w], 1u);
+    if t < params.counts.x {
+        let invalid = count_false(index_valid(t));
+        if invalid != 0u {
+            atomicAdd(&invalid_count[params.bases.w], invalid);
+        }
     }
     if t >= params.counts.y {
         return;
@@ -64,25 +65,24 @@ fn max_pool_backward(
     q = q / IN_H;
     let id = q % IN_D;
     let group = q / IN_D;
-    let pos = (id * IN_H + ih) * IN_W + iw;
+    let pos = I((id * IN_H + ih) * IN_W + iw);
     let output_base = params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
     let index_base = params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
 
     let wd = candidate_windows(axis_d(), id);
     let wh = candidate_windows(axis_h(), ih);
     let ww = candidate_windows(axis_w(), iw);
-    // Starts from +0.0, so a lone -0.0 gradient lands as +0.0 (PyTorch computes 0 + sum).
-    var acc = T(0.0);
+    // Starts from +0.0, so a lone -0.0 gradient lands as +0.0 (PyTorch computes 0 + sum). Adding
+    // +0.0 where the index differs leaves acc unchanged: acc is never -0.0.
+    var acc = V(0.0);
     for (var od = wd.x; od <= wd.y; od++) {
         for (var oh = wh.x; oh <= wh.y; oh++) {
             for (var ow = ww.x; ow <= ww.y; ow++) {
                 let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
-                if indices[index_base + o] == pos {
-                    acc = acc + grad_output[output_base + o];
-                }
+                acc = acc + select(V(0.0), grad_output[output_base + o], indices[index_base + o] == pos);
             }
         }
     }
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
-    grad_input[params.bases.y + t] = select(acc, T(0.0), acc == T(0.0));
+    grad_input[params.bases.y + t] = select(acc, V(0.0), acc == V(0.0));
 }

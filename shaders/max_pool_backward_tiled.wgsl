@@ -3,12 +3,13 @@
 // gradient once, writes the gradient to the argmax and +0.0 to the rest of its window, and
 // validates the index on the way (it must be one of the window's real taps). Every input element
 // is written exactly once, so no zero-fill pass and no atomics on floats are needed.
+// At width 4 an invocation handles four adjacent channels; each lane does the width-1 work.
 // CPU mirror: src/cpu/max_pool_backward_tiled.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> grad_output: array<T>;
-@group(0) @binding(2) var<storage, read> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> grad_input: array<T>;
+@group(0) @binding(1) var<storage, read> grad_output: array<V>;
+@group(0) @binding(2) var<storage, read> indices: array<I>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<V>;
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
@@ -35,8 +36,8 @@ fn max_pool_backward_tiled(
     let index = indices[params.bases.z + t];
     var gradient = grad_output[params.bases.x + t];
     // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0.
-    gradient = select(gradient, T(0.0), gradient == T(0.0));
-    var matched = false;
+    gradient = select(gradient, V(0.0), gradient == V(0.0));
+    var matched = B(false);
     for (var kd = 0u; kd < K_D; kd++) {
         let zd = od * S_D + kd;
         if zd < P_D || zd >= IN_D + P_D {
@@ -54,17 +55,15 @@ fn max_pool_backward_tiled(
                 if zw < P_W || zw >= IN_W + P_W {
                     continue;
                 }
-                let pos = (id * IN_H + ih) * IN_W + (zw - P_W);
-                var v = T(0.0);
-                if pos == index {
-                    v = gradient;
-                    matched = true;
-                }
-                grad_input[input_base + pos * LANES] = v;
+                let pos = (id * IN_H + ih) * IN_W + zw - P_W;
+                let hit = index == I(pos);
+                matched = matched | hit;
+                grad_input[input_base + pos * LANES] = select(V(0.0), gradient, hit);
             }
         }
     }
-    if !matched {
-        atomicAdd(&invalid_count[params.bases.w], 1u);
+    let invalid = count_false(matched);
+    if invalid != 0u {
+        atomicAdd(&invalid_count[params.bases.w], invalid);
     }
 }

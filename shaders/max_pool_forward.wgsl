@@ -1,10 +1,10 @@
-// Max-pool forward with argmax: one invocation per output element.
+// Max-pool forward with argmax: one invocation per output element (per four channels at width 4).
 // CPU mirror: src/cpu/max_pool_forward.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<T>;
-@group(0) @binding(2) var<storage, read_write> values: array<T>;
-@group(0) @binding(3) var<storage, read_write> indices: array<u32>;
+@group(0) @binding(1) var<storage, read> input: array<V>;
+@group(0) @binding(2) var<storage, read_write> values: array<V>;
+@group(0) @binding(3) var<storage, read_write> indices: array<I>;
 
 @compute @workgroup_size(256)
 fn max_pool_forward(
@@ -26,8 +26,8 @@ fn max_pool_forward(
     let group = q / OUT_D;
     let input_base = params.bases.x + group * (IN_D * IN_H * IN_W) * LANES + lane;
 
-    var best = T(0.0);
-    var arg = NO_INDEX;
+    var best = V(0.0);
+    var arg = I(NO_INDEX);
     var found = false;
     for (var kd = 0u; kd < K_D; kd++) {
         // Coordinates carry +padding so that they stay unsigned.
@@ -47,23 +47,21 @@ fn max_pool_forward(
                 if zw < P_W || zw >= IN_W + P_W {
                     continue;
                 }
-                let iw = zw - P_W;
-                let pos = (id * IN_H + ih) * IN_W + iw;
+                let pos = (id * IN_H + ih) * IN_W + zw - P_W;
                 let v = input[input_base + pos * LANES];
                 // PyTorch's rule: ties keep the first maximum, NaN wins and the last NaN stays.
-                // The NaN bit test stays in the condition so that no compiler turns this into fmax.
-                if !found || v > best || is_nan(v) {
-                    best = v;
-                    arg = pos;
-                    found = true;
-                }
+                // The NaN bit test sits in the condition so that no compiler can turn this into fmax.
+                let take = B(!found) | (v > best) | is_nan(v);
+                best = select(best, v, take);
+                arg = select(arg, I(pos), take);
+                found = true;
             }
         }
     }
-    // The value is re-read at the argmax so that value and index always agree.
-    var value = T(bitcast<f32>(params.counts.w));
+    // The value is re-read at the argmax so that value and index always agree, bit for bit.
+    var value = V(T(bitcast<f32>(params.counts.w)));
     if found {
-        value = input[input_base + arg * LANES];
+        value = load_lanes(input_base, arg);
     }
     values[params.bases.y + t] = value;
     indices[params.bases.z + t] = arg;

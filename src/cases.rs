@@ -30,54 +30,24 @@ const FIRST: &[Layout] = &[Layout::ChannelsFirst];
 pub fn full() -> Vec<BenchCase> {
     let k2 = || PoolParams::new([2, 2]);
     vec![
-        BenchCase {
-            name: "A",
-            input: InputShape::nchw(32, 64, 112, 112),
-            params: k2(),
-            layouts: BOTH,
-        },
+        BenchCase { name: "A", input: InputShape::nchw(32, 64, 112, 112), params: k2(), layouts: BOTH },
         BenchCase {
             name: "B",
             input: InputShape::nchw(32, 64, 112, 112),
             params: PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]),
             layouts: BOTH,
         },
-        BenchCase {
-            name: "C",
-            input: InputShape::nchw(8, 256, 56, 56),
-            params: k2(),
-            layouts: BOTH,
-        },
-        BenchCase {
-            name: "D",
-            input: InputShape::nchw(1, 3, 1024, 1024),
-            params: k2(),
-            layouts: BOTH,
-        },
-        BenchCase {
-            name: "E",
-            input: InputShape::nchw(16, 512, 14, 14),
-            params: k2(),
-            layouts: BOTH,
-        },
-        BenchCase {
-            name: "F1",
-            input: InputShape::new(32, 64, [4096]),
-            params: PoolParams::new([2]),
-            layouts: FIRST,
-        },
+        BenchCase { name: "C", input: InputShape::nchw(8, 256, 56, 56), params: k2(), layouts: BOTH },
+        BenchCase { name: "D", input: InputShape::nchw(1, 3, 1024, 1024), params: k2(), layouts: BOTH },
+        BenchCase { name: "E", input: InputShape::nchw(16, 512, 14, 14), params: k2(), layouts: BOTH },
+        BenchCase { name: "F1", input: InputShape::new(32, 64, [4096]), params: PoolParams::new([2]), layouts: FIRST },
         BenchCase {
             name: "F3",
             input: InputShape::new(4, 32, [32, 32, 32]),
             params: PoolParams::new([2, 2, 2]),
             layouts: FIRST,
         },
-        BenchCase {
-            name: "G",
-            input: InputShape::nchw(64, 64, 224, 224),
-            params: k2(),
-            layouts: BOTH,
-        },
+        BenchCase { name: "G", input: InputShape::nchw(64, 64, 224, 224), params: k2(), layouts: BOTH },
     ]
 }
 

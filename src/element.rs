@@ -38,9 +38,7 @@ mod sealed {
 ///
 /// The operations are the ones the shaders use, with the same rounding: `add` rounds to the
 /// element type after every addition (PyTorch's Half backward does the same).
-pub trait Element:
-    bytemuck::Pod + PartialOrd + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static
-{
+pub trait Element: bytemuck::Pod + PartialOrd + Send + Sync + std::fmt::Debug + sealed::Sealed + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
     /// +0.0.

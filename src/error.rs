@@ -44,9 +44,7 @@ pub enum Error {
         rank: usize,
     },
     /// A channel or spatial size is zero (only the batch may be empty).
-    #[error(
-        "input {axis} size must be non-zero (only the batch may be empty), got shape {shape:?}"
-    )]
+    #[error("input {axis} size must be non-zero (only the batch may be empty), got shape {shape:?}")]
     ZeroSize {
         /// Name of the axis (`channels`, `spatial axis 0`, ...).
         axis: String,

@@ -49,11 +49,7 @@ pub struct InputShape {
 impl InputShape {
     /// A shape from its parts.
     pub fn new(batch: usize, channels: usize, spatial: impl Into<Vec<usize>>) -> Self {
-        Self {
-            batch,
-            channels,
-            spatial: spatial.into(),
-        }
+        Self { batch, channels, spatial: spatial.into() }
     }
 
     /// An NCHW shape.
@@ -69,9 +65,7 @@ impl InputShape {
         }
         Ok(match layout {
             Layout::ChannelsFirst => Self::new(dims[0], dims[1], &dims[2..]),
-            Layout::ChannelsLast => {
-                Self::new(dims[0], dims[dims.len() - 1], &dims[1..dims.len() - 1])
-            }
+            Layout::ChannelsLast => Self::new(dims[0], dims[dims.len() - 1], &dims[1..dims.len() - 1]),
         })
     }
 
@@ -104,13 +98,11 @@ impl InputShape {
 
 /// Multiplies sizes, returning [`Error::TooLarge`] on overflow.
 pub(crate) fn checked_product(dims: &[usize], what: &str) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::TooLarge {
-            what: what.to_string(),
-            value: dims.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)),
-            limit: usize::MAX as u128,
-        })
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::TooLarge {
+        what: what.to_string(),
+        value: dims.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)),
+        limit: usize::MAX as u128,
+    })
 }
 
 /// Max-pooling parameters, one entry per spatial axis, with PyTorch's meaning.
@@ -139,13 +131,7 @@ pub struct PoolParams {
 impl PoolParams {
     /// Parameters with the given kernel and PyTorch's defaults for the rest.
     pub fn new(kernel: impl Into<Vec<usize>>) -> Self {
-        Self {
-            kernel: kernel.into(),
-            stride: vec![],
-            padding: vec![],
-            dilation: vec![],
-            ceil_mode: false,
-        }
+        Self { kernel: kernel.into(), stride: vec![], padding: vec![], dilation: vec![], ceil_mode: false }
     }
     /// Sets the stride.
     pub fn stride(mut self, stride: impl Into<Vec<usize>>) -> Self {
@@ -174,20 +160,12 @@ impl PoolParams {
             match v.len() {
                 0 => Ok(default.to_vec()),
                 n if n == rank => Ok(v.clone()),
-                n => Err(Error::ParamRank {
-                    param: name,
-                    expected: rank,
-                    found: n,
-                }),
+                n => Err(Error::ParamRank { param: name, expected: rank, found: n }),
             }
         };
         let kernel = fill(&self.kernel, "kernel", &[])?;
         if kernel.len() != rank {
-            return Err(Error::ParamRank {
-                param: "kernel",
-                expected: rank,
-                found: self.kernel.len(),
-            });
+            return Err(Error::ParamRank { param: "kernel", expected: rank, found: self.kernel.len() });
         }
         let stride = fill(&self.stride, "stride", &kernel)?;
         let padding = fill(&self.padding, "padding", &vec![0; rank])?;
@@ -201,21 +179,13 @@ impl PoolParams {
     pub fn validate(&self, spatial_rank: usize) -> Result<()> {
         let [kernel, stride, padding, dilation] = self.resolved(spatial_rank)?;
         for axis in 0..spatial_rank {
-            for (name, v) in [
-                ("kernel", kernel[axis]),
-                ("stride", stride[axis]),
-                ("dilation", dilation[axis]),
-            ] {
+            for (name, v) in [("kernel", kernel[axis]), ("stride", stride[axis]), ("dilation", dilation[axis])] {
                 if v == 0 {
                     return Err(Error::NotPositive { param: name, axis });
                 }
             }
             if padding[axis] > kernel[axis] / 2 {
-                return Err(Error::PaddingTooLarge {
-                    axis,
-                    padding: padding[axis],
-                    kernel: kernel[axis],
-                });
+                return Err(Error::PaddingTooLarge { axis, padding: padding[axis], kernel: kernel[axis] });
             }
         }
         Ok(())
@@ -231,13 +201,7 @@ pub fn output_size(
     dilation: usize,
     ceil_mode: bool,
 ) -> Option<i128> {
-    let (i, k, s, p, d) = (
-        input as i128,
-        kernel as i128,
-        stride as i128,
-        padding as i128,
-        dilation as i128,
-    );
+    let (i, k, s, p, d) = (input as i128, kernel as i128, stride as i128, padding as i128, dilation as i128);
     if s == 0 {
         return None;
     }
@@ -264,11 +228,7 @@ pub struct PoolSpec {
 impl PoolSpec {
     /// A channels-first spec.
     pub fn new(input: InputShape, params: PoolParams) -> Self {
-        Self {
-            input,
-            layout: Layout::ChannelsFirst,
-            params,
-        }
+        Self { input, layout: Layout::ChannelsFirst, params }
     }
 
     /// Sets the layout.
@@ -295,16 +255,10 @@ impl PoolSpec {
         let [kernel, stride, padding, dilation] = self.params.resolved(rank)?;
         let shape = self.input.logical_dims();
         if self.input.channels == 0 {
-            return Err(Error::ZeroSize {
-                axis: "channels".into(),
-                shape,
-            });
+            return Err(Error::ZeroSize { axis: "channels".into(), shape });
         }
         if let Some(axis) = self.input.spatial.iter().position(|&s| s == 0) {
-            return Err(Error::ZeroSize {
-                axis: format!("spatial axis {axis}"),
-                shape,
-            });
+            return Err(Error::ZeroSize { axis: format!("spatial axis {axis}"), shape });
         }
         let mut axes = [Axis::UNIT; 3];
         for a in 0..rank {
@@ -318,11 +272,7 @@ impl PoolSpec {
             )
             .expect("stride validated");
             if out < 1 {
-                return Err(Error::EmptyOutput {
-                    axis: a,
-                    input: self.input.spatial[a],
-                    output: out as i64,
-                });
+                return Err(Error::EmptyOutput { axis: a, input: self.input.spatial[a], output: out as i64 });
             }
             let axis = Axis {
                 input: self.input.spatial[a],
@@ -333,8 +283,8 @@ impl PoolSpec {
                 dilation: dilation[a],
             };
             // Every quantity the kernels compute in u32 (`o * s + k * d`, `in + p`) must fit.
-            let reach = (axis.output as u128 - 1) * axis.stride as u128
-                + (axis.kernel as u128 - 1) * axis.dilation as u128;
+            let reach =
+                (axis.output as u128 - 1) * axis.stride as u128 + (axis.kernel as u128 - 1) * axis.dilation as u128;
             let span = reach.max(axis.input as u128 + axis.padding as u128);
             if span > u32::MAX as u128 {
                 return Err(Error::TooLarge {
@@ -353,10 +303,7 @@ impl PoolSpec {
             axes,
         };
         // Plane sizes must fit the u32 index, and whole tensors must fit usize.
-        for (what, plane) in [
-            ("input plane", geometry.plane_in_u128()),
-            ("output plane", geometry.plane_out_u128()),
-        ] {
+        for (what, plane) in [("input plane", geometry.plane_in_u128()), ("output plane", geometry.plane_out_u128())] {
             if plane > MAX_PLANE_ELEMENTS as u128 {
                 return Err(Error::TooLarge {
                     what: format!("{what} (elements per (n, c) plane, indexed with u32)"),
@@ -365,13 +312,9 @@ impl PoolSpec {
                 });
             }
         }
-        for (what, plane) in [
-            ("input tensor", geometry.plane_in_u128()),
-            ("output tensor", geometry.plane_out_u128()),
-        ] {
-            let total = plane
-                .saturating_mul(geometry.batch as u128)
-                .saturating_mul(geometry.channels as u128);
+        for (what, plane) in [("input tensor", geometry.plane_in_u128()), ("output tensor", geometry.plane_out_u128())]
+        {
+            let total = plane.saturating_mul(geometry.batch as u128).saturating_mul(geometry.channels as u128);
             // Byte counts (up to 8 bytes per element in .npy) must fit usize as well.
             if total.saturating_mul(8) > usize::MAX as u128 {
                 return Err(Error::TooLarge {
@@ -404,14 +347,7 @@ pub struct Axis {
 
 impl Axis {
     /// The unit axis that pads 1-D and 2-D problems to three axes.
-    pub const UNIT: Axis = Axis {
-        input: 1,
-        output: 1,
-        kernel: 1,
-        stride: 1,
-        padding: 0,
-        dilation: 1,
-    };
+    pub const UNIT: Axis = Axis { input: 1, output: 1, kernel: 1, stride: 1, padding: 0, dilation: 1 };
 
     /// The dilated window extent `d·(k−1)+1`.
     pub fn effective_kernel(&self) -> usize {
@@ -427,9 +363,7 @@ impl Axis {
     /// stride, and every input element inside some window, so each input element lies in exactly
     /// one window.
     pub fn tiles(&self) -> bool {
-        self.dilation == 1
-            && self.kernel == self.stride
-            && self.output * self.stride >= self.input + self.padding
+        self.dilation == 1 && self.kernel == self.stride && self.output * self.stride >= self.input + self.padding
     }
 }
 
@@ -476,10 +410,7 @@ impl Geometry {
         InputShape::new(
             self.batch,
             self.channels,
-            self.axes[3 - self.spatial_rank..]
-                .iter()
-                .map(|a| a.output)
-                .collect::<Vec<_>>(),
+            self.axes[3 - self.spatial_rank..].iter().map(|a| a.output).collect::<Vec<_>>(),
         )
     }
     /// The logical input shape.
@@ -487,10 +418,7 @@ impl Geometry {
         InputShape::new(
             self.batch,
             self.channels,
-            self.axes[3 - self.spatial_rank..]
-                .iter()
-                .map(|a| a.input)
-                .collect::<Vec<_>>(),
+            self.axes[3 - self.spatial_rank..].iter().map(|a| a.input).collect::<Vec<_>>(),
         )
     }
     /// The number of independent groups and the lanes inside each: channels-first has
@@ -530,49 +458,17 @@ mod tests {
     #[test]
     fn validate_reports_typed_errors() {
         let spec = |p: PoolParams| PoolSpec::new(InputShape::nchw(1, 1, 4, 4), p).validate();
-        assert_eq!(
-            spec(PoolParams::new([2])),
-            Err(Error::ParamRank {
-                param: "kernel",
-                expected: 2,
-                found: 1
-            })
-        );
-        assert_eq!(
-            spec(PoolParams::new([2, 0])),
-            Err(Error::NotPositive {
-                param: "kernel",
-                axis: 1
-            })
-        );
-        assert_eq!(
-            spec(PoolParams::new([2, 2]).stride([1, 0])),
-            Err(Error::NotPositive {
-                param: "stride",
-                axis: 1
-            })
-        );
+        assert_eq!(spec(PoolParams::new([2])), Err(Error::ParamRank { param: "kernel", expected: 2, found: 1 }));
+        assert_eq!(spec(PoolParams::new([2, 0])), Err(Error::NotPositive { param: "kernel", axis: 1 }));
+        assert_eq!(spec(PoolParams::new([2, 2]).stride([1, 0])), Err(Error::NotPositive { param: "stride", axis: 1 }));
         assert_eq!(
             spec(PoolParams::new([3, 3]).padding([2, 1])),
-            Err(Error::PaddingTooLarge {
-                axis: 0,
-                padding: 2,
-                kernel: 3
-            })
+            Err(Error::PaddingTooLarge { axis: 0, padding: 2, kernel: 3 })
         );
-        assert_eq!(
-            spec(PoolParams::new([5, 2])),
-            Err(Error::EmptyOutput {
-                axis: 0,
-                input: 4,
-                output: 0
-            })
-        );
+        assert_eq!(spec(PoolParams::new([5, 2])), Err(Error::EmptyOutput { axis: 0, input: 4, output: 0 }));
         let zero = PoolSpec::new(InputShape::nchw(1, 0, 4, 4), PoolParams::new([2, 2])).validate();
         assert!(matches!(zero, Err(Error::ZeroSize { .. })));
-        let empty_batch = PoolSpec::new(InputShape::nchw(0, 3, 4, 4), PoolParams::new([2, 2]))
-            .validate()
-            .unwrap();
+        let empty_batch = PoolSpec::new(InputShape::nchw(0, 3, 4, 4), PoolParams::new([2, 2])).validate().unwrap();
         assert_eq!(empty_batch.output_len(), 0);
     }
 

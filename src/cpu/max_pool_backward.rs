@@ -12,11 +12,7 @@ use crate::params::{Axis, Geometry, NO_INDEX};
 pub fn candidate_windows(a: &Axis, i: usize) -> (usize, usize) {
     let z = i + a.padding;
     let eff = a.effective_kernel();
-    let lo = if z + 1 > eff {
-        (z + 1 - eff).div_ceil(a.stride)
-    } else {
-        0
-    };
+    let lo = if z + 1 > eff { (z + 1 - eff).div_ceil(a.stride) } else { 0 };
     let hi = (z / a.stride).min(a.output - 1);
     (lo, hi)
 }
@@ -26,11 +22,7 @@ pub fn candidate_windows(a: &Axis, i: usize) -> (usize, usize) {
 pub fn window_has_real_tap(a: &Axis, o: usize) -> bool {
     let start = o * a.stride;
     // First tap at or after the left padding: kd ≥ ceil((p − start) / d).
-    let first = if start < a.padding {
-        (a.padding - start).div_ceil(a.dilation)
-    } else {
-        0
-    };
+    let first = if start < a.padding { (a.padding - start).div_ceil(a.dilation) } else { 0 };
     first < a.kernel && start + first * a.dilation < a.input + a.padding
 }
 
@@ -58,9 +50,7 @@ pub fn max_pool_backward_index_valid(g: &Geometry, indices: &[u32], t: usize) ->
     let index = indices[t];
     if index == NO_INDEX {
         // −1 only where the window holds padding only.
-        return !(window_has_real_tap(&ad, od)
-            && window_has_real_tap(&ah, oh)
-            && window_has_real_tap(&aw, ow));
+        return !(window_has_real_tap(&ad, od) && window_has_real_tap(&ah, oh) && window_has_real_tap(&aw, ow));
     }
     let index = index as usize;
     if index >= g.plane_in() {
@@ -74,12 +64,7 @@ pub fn max_pool_backward_index_valid(g: &Geometry, indices: &[u32], t: usize) ->
 
 /// One input element: the sum of the gradients of every window whose index names it, in
 /// increasing output order, starting from +0.0 (so a lone −0.0 gradient lands as +0.0, as in PyTorch).
-pub fn max_pool_backward_invocation<T: Element>(
-    g: &Geometry,
-    grad_output: &[T],
-    indices: &[u32],
-    t: usize,
-) -> T {
+pub fn max_pool_backward_invocation<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], t: usize) -> T {
     let (_, lanes) = g.groups_and_lanes();
     let [ad, ah, aw] = g.axes;
     let lane = t % lanes;
@@ -112,15 +97,8 @@ pub fn max_pool_backward_invocation<T: Element>(
 
 /// Backward pass: returns the number of invalid indices (the caller turns a non-zero count into
 /// an error) and fills `grad_input`.
-pub fn max_pool_backward<T: Element>(
-    g: &Geometry,
-    grad_output: &[T],
-    indices: &[u32],
-    grad_input: &mut [T],
-) -> u64 {
-    let invalid = (0..g.output_len())
-        .filter(|&t| !max_pool_backward_index_valid(g, indices, t))
-        .count() as u64;
+pub fn max_pool_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], grad_input: &mut [T]) -> u64 {
+    let invalid = (0..g.output_len()).filter(|&t| !max_pool_backward_index_valid(g, indices, t)).count() as u64;
     for (t, gi) in grad_input.iter_mut().enumerate() {
         *gi = max_pool_backward_invocation(g, grad_output, indices, t);
     }

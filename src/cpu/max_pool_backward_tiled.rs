@@ -73,7 +73,6 @@ pub fn max_pool_backward_tiled<T: Element>(
     grad_input: &mut [T],
 ) -> u64 {
     debug_assert!(g.tiles() && g.axes.iter().all(|a| a.dilation == 1));
-    (0..g.output_len())
-        .filter(|&t| !max_pool_backward_tiled_invocation(g, grad_output, indices, grad_input, t))
-        .count() as u64
+    (0..g.output_len()).filter(|&t| !max_pool_backward_tiled_invocation(g, grad_output, indices, grad_input, t)).count()
+        as u64
 }

@@ -53,20 +53,11 @@ pub fn max_pool_forward_invocation<T: Element>(g: &Geometry, input: &[T], t: usi
             }
         }
     }
-    if found {
-        (input[(input_base + arg as usize) * lanes + lane], arg)
-    } else {
-        (T::NEG_INFINITY, NO_INDEX)
-    }
+    if found { (input[(input_base + arg as usize) * lanes + lane], arg) } else { (T::NEG_INFINITY, NO_INDEX) }
 }
 
 /// Forward pass over all outputs, in the physical layout of `g`.
-pub fn max_pool_forward<T: Element>(
-    g: &Geometry,
-    input: &[T],
-    values: &mut [T],
-    indices: &mut [u32],
-) {
+pub fn max_pool_forward<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices: &mut [u32]) {
     for t in 0..g.output_len() {
         let (v, i) = max_pool_forward_invocation(g, input, t);
         values[t] = v;

@@ -45,9 +45,7 @@ pub mod reference {
     pub use super::max_pool_backward::{
         max_pool_backward, max_pool_backward_index_valid, max_pool_backward_invocation,
     };
-    pub use super::max_pool_backward_tiled::{
-        max_pool_backward_tiled, max_pool_backward_tiled_invocation,
-    };
+    pub use super::max_pool_backward_tiled::{max_pool_backward_tiled, max_pool_backward_tiled_invocation};
     pub use super::max_pool_forward::{max_pool_forward, max_pool_forward_invocation};
     use super::*;
 
@@ -55,20 +53,13 @@ pub mod reference {
     pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
         let g = spec.validate()?;
         check_len("input", g.input_len(), input.len())?;
-        let mut out = Pooled {
-            values: vec![T::ZERO; g.output_len()],
-            indices: vec![0; g.output_len()],
-        };
+        let mut out = Pooled { values: vec![T::ZERO; g.output_len()], indices: vec![0; g.output_len()] };
         max_pool_forward(&g, input, &mut out.values, &mut out.indices);
         Ok(out)
     }
 
     /// Backward pass on the CPU: the input gradient, or [`Error::InvalidIndices`].
-    pub fn backward<T: Element>(
-        spec: &PoolSpec,
-        grad_output: &[T],
-        indices: &[u32],
-    ) -> Result<Vec<T>> {
+    pub fn backward<T: Element>(spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>> {
         let g = spec.validate()?;
         check_backward_lens(&g, grad_output.len(), indices.len())?;
         let mut grad_input = vec![T::ZERO; g.input_len()];

@@ -19,27 +19,13 @@ pub(crate) struct BufferPool {
 const POOL_BYTES: u64 = 256 << 20;
 
 impl BufferPool {
-    fn take(
-        &self,
-        device: &wgpu::Device,
-        label: &str,
-        size: u64,
-        usage: wgpu::BufferUsages,
-    ) -> wgpu::Buffer {
+    fn take(&self, device: &wgpu::Device, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = free
-            .iter()
-            .position(|b| b.size() == size && b.usage() == usage)
-        {
+        if let Some(i) = free.iter().position(|b| b.size() == size && b.usage() == usage) {
             return free.swap_remove(i);
         }
         drop(free);
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage,
-            mapped_at_creation: false,
-        })
+        device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
     }
 
     fn give_back(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
@@ -64,13 +50,10 @@ impl BufferPool {
 /// a NaN payload (as f32) / two NaNs (as f16) / an impossible index, all 0x7fa5_7fa5.
 const POISON: u32 = 0x7fa5_7fa5;
 
-const STORAGE_IN: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
-const STORAGE_OUT: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
-const READBACK: wgpu::BufferUsages =
-    wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_IN: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_OUT: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+const READBACK: wgpu::BufferUsages = wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
 
 fn padded_bytes(elements: usize, elem: usize) -> u64 {
     ((elements * elem) as u64).next_multiple_of(4).max(4)
@@ -91,12 +74,8 @@ impl Context {
     }
 
     fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        let buffer = self.pool.take(
-            &self.device,
-            label,
-            padded_bytes(data.len(), std::mem::size_of::<T>()),
-            STORAGE_IN,
-        );
+        let buffer =
+            self.pool.take(&self.device, label, padded_bytes(data.len(), std::mem::size_of::<T>()), STORAGE_IN);
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let whole = bytes.len() / 4 * 4;
         if whole > 0 {
@@ -115,8 +94,7 @@ impl Context {
         let buffer = self.pool.take(&self.device, label, bytes, STORAGE_OUT);
         if self.options.poison_outputs {
             let poison: Vec<u32> = vec![POISON; (bytes / 4) as usize];
-            self.queue
-                .write_buffer(&buffer, 0, bytemuck::cast_slice(&poison));
+            self.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&poison));
         }
         buffer
     }
@@ -129,11 +107,7 @@ impl Context {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("wgpool"),
-            });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpool") });
         let recorded = record(&mut encoder);
         let submission = recorded.map(|()| self.queue.submit([encoder.finish()]));
         let errors = [internal.pop(), validation.pop(), oom.pop()];
@@ -174,9 +148,7 @@ impl Context {
             None => return Err(Error::BufferMap("the map callback was dropped".into())),
         }
         let data = {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::BufferMap(e.to_string()))?;
+            let view = slice.get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?;
             let size = std::mem::size_of::<U>();
             let mut out = vec![U::zeroed(); len];
             bytemuck::cast_slice_mut::<U, u8>(&mut out).copy_from_slice(&view[..len * size]);
@@ -196,74 +168,46 @@ impl Context {
     ///
     /// On native targets the future blocks inside `device.poll` while the GPU works; in the browser
     /// it yields to the event loop.
-    pub async fn forward_async<T: Element>(
-        &self,
-        spec: &PoolSpec,
-        input: &[T],
-    ) -> Result<Pooled<T>> {
+    pub async fn forward_async<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
         self.check_usable()?;
         let g = spec.validate()?;
         self.check_dtype(T::DTYPE)?;
         check_len("input", g.input_len(), input.len())?;
         let n_out = g.output_len();
         if n_out == 0 {
-            return Ok(Pooled {
-                values: vec![],
-                indices: vec![],
-            });
+            return Ok(Pooled { values: vec![], indices: vec![] });
         }
         let elem = T::DTYPE.size();
-        let (in_bytes, val_bytes, idx_bytes) = (
-            padded_bytes(input.len(), elem),
-            padded_bytes(n_out, elem),
-            padded_bytes(n_out, 4),
-        );
+        let (in_bytes, val_bytes, idx_bytes) =
+            (padded_bytes(input.len(), elem), padded_bytes(n_out, elem), padded_bytes(n_out, 4));
         self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
         let input_buffer = self.upload("wgpool input", input);
         let values = self.output("wgpool values", val_bytes);
         let indices = self.output("wgpool indices", idx_bytes);
-        let staging = self.pool.take(
-            &self.device,
-            "wgpool readback",
-            val_bytes + idx_bytes,
-            READBACK,
-        );
+        let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
         let submitted = self.submit_scoped(|encoder| {
-            let buffers = ForwardBuffers {
-                input: (&input_buffer).into(),
-                values: (&values).into(),
-                indices: (&indices).into(),
-            };
+            let buffers =
+                ForwardBuffers { input: (&input_buffer).into(), values: (&values).into(), indices: (&indices).into() };
             self.record_forward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
             encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
             encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
             Ok(())
         });
         let result = match submitted {
-            Ok(submission) => {
-                self.read_back::<u8>(&staging, (val_bytes + idx_bytes) as usize, submission)
-                    .await
-            }
+            Ok(submission) => self.read_back::<u8>(&staging, (val_bytes + idx_bytes) as usize, submission).await,
             Err(e) => Err(e),
         };
-        self.pool
-            .give_back([input_buffer, values, indices, staging]);
+        self.pool.give_back([input_buffer, values, indices, staging]);
         let bytes = result?;
         let values: Vec<T> = bytemuck::pod_collect_to_vec(&bytes[..n_out * elem]);
-        let indices: Vec<u32> = bytemuck::pod_collect_to_vec(
-            &bytes[val_bytes as usize..val_bytes as usize + n_out * 4],
-        );
+        let indices: Vec<u32> =
+            bytemuck::pod_collect_to_vec(&bytes[val_bytes as usize..val_bytes as usize + n_out * 4]);
         Ok(Pooled { values, indices })
     }
 
     /// Backward pass from host slices: the input gradient, or [`Error::InvalidIndices`]. Blocking.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn backward<T: Element>(
-        &self,
-        spec: &PoolSpec,
-        grad_output: &[T],
-        indices: &[u32],
-    ) -> Result<Vec<T>> {
+    pub fn backward<T: Element>(&self, spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>> {
         pollster::block_on(self.backward_async(spec, grad_output, indices))
     }
 
@@ -283,22 +227,16 @@ impl Context {
             return Ok(vec![]);
         }
         let elem = T::DTYPE.size();
-        let (go_bytes, idx_bytes, gi_bytes) = (
-            padded_bytes(grad_output.len(), elem),
-            padded_bytes(indices.len(), 4),
-            padded_bytes(n_in, elem),
-        );
+        let (go_bytes, idx_bytes, gi_bytes) =
+            (padded_bytes(grad_output.len(), elem), padded_bytes(indices.len(), 4), padded_bytes(n_in, elem));
         // grad_input and the counter share one buffer; the counter sits at an aligned offset after it.
-        let counter_offset =
-            gi_bytes.next_multiple_of(self.limits.min_storage_buffer_offset_alignment as u64);
+        let counter_offset = gi_bytes.next_multiple_of(self.limits.min_storage_buffer_offset_alignment as u64);
         let out_bytes = counter_offset + 4;
         self.check_buffer_sizes(&[go_bytes, idx_bytes, out_bytes])?;
         let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
         let indices_buffer = self.upload("wgpool indices", indices);
         let grad_input = self.output("wgpool grad_input", out_bytes);
-        let staging = self
-            .pool
-            .take(&self.device, "wgpool readback", out_bytes, READBACK);
+        let staging = self.pool.take(&self.device, "wgpool readback", out_bytes, READBACK);
         let submitted = self.submit_scoped(|encoder| {
             let buffers = BackwardBuffers {
                 grad_output: (&grad_output_buffer).into(),
@@ -311,24 +249,16 @@ impl Context {
             Ok(())
         });
         let result = match submitted {
-            Ok(submission) => {
-                self.read_back::<u8>(&staging, out_bytes as usize, submission)
-                    .await
-            }
+            Ok(submission) => self.read_back::<u8>(&staging, out_bytes as usize, submission).await,
             Err(e) => Err(e),
         };
-        self.pool
-            .give_back([grad_output_buffer, indices_buffer, grad_input, staging]);
+        self.pool.give_back([grad_output_buffer, indices_buffer, grad_input, staging]);
         let bytes = result?;
         let invalid = u32::from_le_bytes(
-            bytes[counter_offset as usize..counter_offset as usize + 4]
-                .try_into()
-                .expect("4 bytes"),
+            bytes[counter_offset as usize..counter_offset as usize + 4].try_into().expect("4 bytes"),
         );
         if invalid > 0 {
-            return Err(Error::InvalidIndices {
-                count: invalid as u64,
-            });
+            return Err(Error::InvalidIndices { count: invalid as u64 });
         }
         Ok(bytemuck::pod_collect_to_vec(&bytes[..n_in * elem]))
     }

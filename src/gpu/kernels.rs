@@ -60,20 +60,62 @@ impl Kernel {
     }
 }
 
-/// The complete WGSL source of `kernel` for element type `dtype`.
-pub fn shader_source(kernel: Kernel, dtype: DType) -> String {
-    let header = match dtype {
+/// Channels per invocation: 1, or 4 adjacent channels of a channels-last tensor (16-byte accesses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LaneWidth {
+    /// One element per invocation.
+    One,
+    /// Four adjacent channels per invocation (`vec4`).
+    Four,
+}
+
+impl LaneWidth {
+    /// 1 or 4.
+    pub fn get(self) -> usize {
+        match self {
+            LaneWidth::One => 1,
+            LaneWidth::Four => 4,
+        }
+    }
+}
+
+/// The complete WGSL source of `kernel` for element type `dtype` at lane width `width`: a header
+/// declaring `T` and the lane types, then `shaders/common.wgsl`, then the kernel's file.
+pub fn shader_source(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
+    let element = match dtype {
         DType::F32 => "alias T = f32;\n",
         DType::F16 => "enable f16;\nalias T = f16;\n",
     };
-    format!("{header}{COMMON_WGSL}\n{}", kernel.body())
+    let lanes = match width {
+        LaneWidth::One => {
+            "alias V = T;\nalias I = u32;\nalias B = bool;\nalias VF = f32;\n\
+             fn count_false(b: B) -> u32 { return select(1u, 0u, b); }\n"
+        }
+        LaneWidth::Four => {
+            "alias V = vec4<T>;\nalias I = vec4<u32>;\nalias B = vec4<bool>;\nalias VF = vec4<f32>;\n\
+             fn count_false(b: B) -> u32 { let c = select(vec4<u32>(1u), vec4<u32>(0u), b); return c.x + c.y + c.z + c.w; }\n"
+        }
+    };
+    // The forward kernel re-reads each lane's value at its argmax.
+    let reread = match (kernel, width) {
+        (Kernel::Forward, LaneWidth::One) => {
+            "fn load_lanes(base: u32, arg: I) -> V { return input[base + arg * LANES]; }\n"
+        }
+        (Kernel::Forward, LaneWidth::Four) => {
+            "fn load_lanes(base: u32, arg: I) -> V {\n    return V(input[base + arg.x * LANES].x, input[base + arg.y * LANES].y, \
+             input[base + arg.z * LANES].z, input[base + arg.w * LANES].w);\n}\n"
+        }
+        _ => "",
+    };
+    format!("{element}{lanes}{reread}{COMMON_WGSL}\n{}", kernel.body())
 }
 
-/// The override constants that specialise a kernel to a geometry (names as in `common.wgsl`).
-pub fn override_constants(g: &Geometry) -> Vec<(&'static str, f64)> {
+/// The override constants that specialise a kernel to a geometry at lane width `width` (names as
+/// in `common.wgsl`).
+pub fn override_constants(g: &Geometry, width: LaneWidth) -> Vec<(&'static str, f64)> {
     let (_, lanes) = g.groups_and_lanes();
     let [d, h, w] = g.axes;
-    let mut c = vec![("LANES", lanes as f64)];
+    let mut c = vec![("LANES", (lanes / width.get()) as f64)];
     let names: [[&'static str; 3]; 6] = [
         ["IN_D", "IN_H", "IN_W"],
         ["OUT_D", "OUT_H", "OUT_W"],
@@ -103,6 +145,7 @@ pub fn override_constants(g: &Geometry) -> Vec<(&'static str, f64)> {
 struct PipelineKey {
     kernel: Kernel,
     dtype: DType,
+    width: LaneWidth,
     lanes: usize,
     axes: [crate::params::Axis; 3],
 }
@@ -114,7 +157,7 @@ pub(crate) struct Kernels {
     backward_layout: wgpu::BindGroupLayout,
     forward_pipeline_layout: wgpu::PipelineLayout,
     backward_pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<(Kernel, DType), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(Kernel, DType, LaneWidth), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
 }
 
@@ -161,12 +204,7 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let forward_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("wgpool forward"),
-            entries: &[
-                uniform_entry(),
-                storage_entry(1, true),
-                storage_entry(2, false),
-                storage_entry(3, false),
-            ],
+            entries: &[uniform_entry(), storage_entry(1, true), storage_entry(2, false), storage_entry(3, false)],
         });
         let backward_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("wgpool backward"),
@@ -196,21 +234,17 @@ impl Kernels {
     }
 
     pub fn bind_group_layout(&self, kernel: Kernel) -> &wgpu::BindGroupLayout {
-        if kernel.is_backward() {
-            &self.backward_layout
-        } else {
-            &self.forward_layout
-        }
+        if kernel.is_backward() { &self.backward_layout } else { &self.forward_layout }
     }
 
-    fn module(&self, device: &wgpu::Device, kernel: Kernel, dtype: DType) -> wgpu::ShaderModule {
+    fn module(&self, device: &wgpu::Device, kernel: Kernel, dtype: DType, width: LaneWidth) -> wgpu::ShaderModule {
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
-            .entry((kernel, dtype))
+            .entry((kernel, dtype, width))
             .or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.entry_point()),
-                    source: wgpu::ShaderSource::Wgsl(shader_source(kernel, dtype).into()),
+                    source: wgpu::ShaderSource::Wgsl(shader_source(kernel, dtype, width).into()),
                 })
             })
             .clone()
@@ -222,25 +256,16 @@ impl Kernels {
         device: &wgpu::Device,
         kernel: Kernel,
         dtype: DType,
+        width: LaneWidth,
         g: &Geometry,
     ) -> wgpu::ComputePipeline {
-        let key = PipelineKey {
-            kernel,
-            dtype,
-            lanes: g.groups_and_lanes().1,
-            axes: g.axes,
-        };
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        let key = PipelineKey { kernel, dtype, width, lanes: g.groups_and_lanes().1, axes: g.axes };
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();
         }
         // Compiled outside the lock: other threads keep recording meanwhile.
-        let module = self.module(device, kernel, dtype);
-        let constants = override_constants(g);
+        let module = self.module(device, kernel, dtype, width);
+        let constants = override_constants(g, width);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry_point()),
             layout: Some(if kernel.is_backward() {

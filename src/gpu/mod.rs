@@ -40,6 +40,9 @@ pub struct ContextOptions {
     pub max_compute_workgroups_per_dimension: Option<u32>,
     /// Longest wait for the GPU before [`Error::Timeout`]; `None` waits as long as it takes.
     pub timeout: Option<Duration>,
+    /// One element per invocation everywhere (turns off the 4-channel channels-last kernels; for
+    /// benchmarks and tests).
+    pub scalar_only: bool,
     /// Fill host-level output buffers with a poison pattern before every run, so that elements a
     /// kernel fails to write show up (for tests; costs a write per output).
     pub poison_outputs: bool,
@@ -47,17 +50,14 @@ pub struct ContextOptions {
 
 impl ContextOptions {
     fn resolved_backends(&self) -> wgpu::Backends {
-        self.backends
-            .unwrap_or_else(|| wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()))
+        self.backends.unwrap_or_else(|| wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()))
     }
 }
 
 /// Lists the adapters on the backends that `options` (or `WGPU_BACKEND`) selects.
 pub async fn enumerate_adapters(options: &ContextOptions) -> Vec<wgpu::Adapter> {
     let instance = new_instance(options);
-    instance
-        .enumerate_adapters(options.resolved_backends())
-        .await
+    instance.enumerate_adapters(options.resolved_backends()).await
 }
 
 /// Blocking [`enumerate_adapters`].
@@ -108,10 +108,7 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("adapter", &self.info.name)
-            .field("backend", &self.info.backend)
-            .finish()
+        f.debug_struct("Context").field("adapter", &self.info.name).field("backend", &self.info.backend).finish()
     }
 }
 
@@ -132,37 +129,23 @@ impl Context {
     /// Creates a context on the adapter that `options` and the environment select.
     pub async fn new_async(options: &ContextOptions) -> Result<Self> {
         let instance = new_instance(options);
-        let name = options
-            .adapter_name
-            .clone()
-            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+        let name = options.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
         let adapter = match name {
             Some(name) => {
                 let wanted = name.to_lowercase();
-                let adapters = instance
-                    .enumerate_adapters(options.resolved_backends())
-                    .await;
+                let adapters = instance.enumerate_adapters(options.resolved_backends()).await;
                 adapters
                     .into_iter()
                     .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
-                    .ok_or_else(|| Error::NoAdapter {
-                        detail: format!(" whose name contains \"{name}\""),
-                    })?
+                    .ok_or_else(|| Error::NoAdapter { detail: format!(" whose name contains \"{name}\"") })?
             }
             None => {
-                let power_preference = options
-                    .power_preference
-                    .or_else(wgpu::PowerPreference::from_env)
-                    .unwrap_or_default();
+                let power_preference =
+                    options.power_preference.or_else(wgpu::PowerPreference::from_env).unwrap_or_default();
                 instance
-                    .request_adapter(&wgpu::RequestAdapterOptions {
-                        power_preference,
-                        ..Default::default()
-                    })
+                    .request_adapter(&wgpu::RequestAdapterOptions { power_preference, ..Default::default() })
                     .await
-                    .map_err(|e| Error::NoAdapter {
-                        detail: format!(" ({e})"),
-                    })?
+                    .map_err(|e| Error::NoAdapter { detail: format!(" ({e})") })?
             }
         };
         Self::from_adapter(&adapter, options).await
@@ -174,12 +157,10 @@ impl Context {
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         if let Some(cap) = options.max_storage_buffer_binding_size {
-            limits.max_storage_buffer_binding_size =
-                limits.max_storage_buffer_binding_size.min(cap);
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
         }
         if let Some(cap) = options.max_compute_workgroups_per_dimension {
-            limits.max_compute_workgroups_per_dimension =
-                limits.max_compute_workgroups_per_dimension.min(cap);
+            limits.max_compute_workgroups_per_dimension = limits.max_compute_workgroups_per_dimension.min(cap);
         }
         if let Some(cap) = options.max_buffer_size {
             limits.max_buffer_size = limits.max_buffer_size.min(cap);
@@ -196,10 +177,7 @@ impl Context {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|e| Error::RequestDevice {
-                adapter: info.name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
         let state = Arc::new(DeviceState::default());
         // Our own device: record errors instead of wgpu's default panic, and remember a loss.
         let s = state.clone();
@@ -208,8 +186,7 @@ impl Context {
         }));
         let s = state.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *s.lost.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("{reason:?}: {message}"));
+            *s.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
         Ok(Self::build(device, queue, info, state, options.clone()))
     }
@@ -218,13 +195,7 @@ impl Context {
     /// device-lost callback alone; errors in its own calls still come back as [`Error`]s.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(
-            device,
-            queue,
-            info,
-            Arc::new(DeviceState::default()),
-            ContextOptions::default(),
-        )
+        Self::build(device, queue, info, Arc::new(DeviceState::default()), ContextOptions::default())
     }
 
     fn build(
@@ -278,9 +249,7 @@ impl Context {
     }
     /// Whether the device can write timestamps around compute passes.
     pub fn has_timestamps(&self) -> bool {
-        self.device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
+        self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// Drops cached uniform buffers, bind groups and host-level staging buffers (pipelines stay).
@@ -295,13 +264,7 @@ impl Context {
     }
 
     pub(crate) fn check_usable(&self) -> Result<()> {
-        if let Some(reason) = self
-            .state
-            .lost
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(reason) = self.state.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(Error::DeviceLost(reason));
         }
         Ok(())
@@ -323,19 +286,12 @@ impl Context {
     /// Blocks until the GPU has finished `submission` (or the context's timeout elapses).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        let poll = wgpu::PollType::Wait {
-            submission_index: submission,
-            timeout: self.options.timeout,
-        };
+        let poll = wgpu::PollType::Wait { submission_index: submission, timeout: self.options.timeout };
         match self.device.poll(poll) {
             Ok(_) => self.check_usable(),
-            Err(wgpu::PollError::Timeout) => Err(Error::Timeout {
-                millis: self
-                    .options
-                    .timeout
-                    .map(|t| t.as_millis() as u64)
-                    .unwrap_or(0),
-            }),
+            Err(wgpu::PollError::Timeout) => {
+                Err(Error::Timeout { millis: self.options.timeout.map(|t| t.as_millis() as u64).unwrap_or(0) })
+            }
             Err(e) => {
                 self.check_usable()?;
                 Err(Error::Device(e.to_string()))
@@ -345,11 +301,7 @@ impl Context {
 
     /// Takes (and clears) an error wgpu reported outside any error scope.
     pub(crate) fn take_uncaptured(&self) -> Option<String> {
-        self.state
-            .uncaptured
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.state.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

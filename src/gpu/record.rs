@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 use super::Context;
-use super::kernels::{Kernel, ParamsUniform, WORKGROUP_SIZE};
+use super::kernels::{Kernel, LaneWidth, ParamsUniform, WORKGROUP_SIZE};
 use crate::element::DType;
 use crate::error::{Error, Result};
 use crate::params::{Geometry, PoolSpec};
@@ -96,33 +96,16 @@ const CACHE_LIMIT: usize = 64;
 
 impl Caches {
     pub fn clear(&self) {
-        self.uniforms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.bind_groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.uniforms.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
     pub fn len(&self) -> usize {
-        self.uniforms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-            + self
-                .bind_groups
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len()
+        self.uniforms.lock().unwrap_or_else(|p| p.into_inner()).len()
+            + self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
-fn cached<K: std::hash::Hash + Eq, V: Clone>(
-    map: &Mutex<HashMap<K, V>>,
-    key: K,
-    make: impl FnOnce() -> V,
-) -> V {
+fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: K, make: impl FnOnce() -> V) -> V {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(v) = map.get(&key) {
         return v.clone();
@@ -168,15 +151,9 @@ pub(crate) fn plan_chunks(
             continue;
         }
         if bytes > usable {
-            return Err(Error::BindingTooSmall {
-                unit,
-                bytes,
-                limit: binding_limit,
-            });
+            return Err(Error::BindingTooSmall { unit, bytes, limit: binding_limit });
         }
-        per_chunk = per_chunk
-            .min(usable / bytes)
-            .min(MAX_CHUNK_ELEMENTS / (bytes / elem).max(1));
+        per_chunk = per_chunk.min(usable / bytes).min(MAX_CHUNK_ELEMENTS / (bytes / elem).max(1));
     }
     if per_chunk == 0 {
         return Err(Error::TooLarge {
@@ -188,10 +165,7 @@ pub(crate) fn plan_chunks(
     let per_chunk = per_chunk.min(groups as u64).max(1) as usize;
     Ok((0..groups)
         .step_by(per_chunk)
-        .map(|first| Chunk {
-            first_group: first,
-            groups: per_chunk.min(groups - first),
-        })
+        .map(|first| Chunk { first_group: first, groups: per_chunk.min(groups - first) })
         .collect())
 }
 
@@ -214,34 +188,20 @@ impl Context {
     fn check_region(&self, t: &TensorArg<'_>, total_bytes: u64) -> Result<()> {
         let usage = t.region.buffer.usage();
         if !usage.contains(wgpu::BufferUsages::STORAGE) {
-            return Err(Error::BufferUsage {
-                what: t.what.into(),
-                usage: "STORAGE".into(),
-            });
+            return Err(Error::BufferUsage { what: t.what.into(), usage: "STORAGE".into() });
         }
         let align = t.elem.max(if t.elem == 2 { 2 } else { 4 });
         if t.region.offset % align != 0 {
-            return Err(Error::Misaligned {
-                what: t.what.into(),
-                offset: t.region.offset,
-                alignment: align,
-            });
+            return Err(Error::Misaligned { what: t.what.into(), offset: t.region.offset, alignment: align });
         }
-        let needed = t
-            .region
-            .offset
-            .checked_add(total_bytes.next_multiple_of(4))
-            .ok_or_else(|| Error::TooLarge {
-                what: format!("{} end offset", t.what),
-                value: u128::MAX,
-                limit: u64::MAX as u128,
-            })?;
+        let needed = t.region.offset.checked_add(total_bytes.next_multiple_of(4)).ok_or_else(|| Error::TooLarge {
+            what: format!("{} end offset", t.what),
+            value: u128::MAX,
+            limit: u64::MAX as u128,
+        })?;
         if needed > t.region.buffer.size() {
             return Err(Error::ShapeMismatch {
-                what: format!(
-                    "{} buffer size in bytes (offset + data rounded up to 4)",
-                    t.what
-                ),
+                what: format!("{} buffer size in bytes (offset + data rounded up to 4)", t.what),
                 expected: needed,
                 found: t.region.buffer.size(),
             });
@@ -249,51 +209,44 @@ impl Context {
         Ok(())
     }
 
-    /// Binding and element base for `groups` groups starting at `first` of tensor `t`.
-    fn binding(&self, t: &TensorArg<'_>, chunk: Chunk) -> (Binding, u32) {
+    /// Binding and base (in units of `width` elements) of `chunk`'s part of tensor `t`.
+    fn binding(&self, t: &TensorArg<'_>, chunk: Chunk, width: u64) -> (Binding, u32) {
         let alignment = self.limits.min_storage_buffer_offset_alignment as u64;
         let start = t.region.offset + chunk.first_group as u64 * t.group_bytes;
         let end = start + chunk.groups as u64 * t.group_bytes;
         let aligned = start - start % alignment;
         let size = (end.next_multiple_of(4) - aligned).max(4);
         (
-            Binding {
-                buffer: t.region.buffer.clone(),
-                offset: aligned,
-                size,
-            },
-            ((start - aligned) / t.elem) as u32,
+            Binding { buffer: t.region.buffer.clone(), offset: aligned, size },
+            ((start - aligned) / (t.elem * width)) as u32,
         )
+    }
+
+    /// Four channels per invocation where the layout is channels-last, C is a multiple of 4 and
+    /// every tensor starts on a 4-element boundary; otherwise one.
+    fn lane_width(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> LaneWidth {
+        let four = !self.options.scalar_only
+            && g.layout == crate::Layout::ChannelsLast
+            && g.channels % 4 == 0
+            && tensors.iter().all(|t| t.region.offset % (4 * t.elem) == 0);
+        if four { LaneWidth::Four } else { LaneWidth::One }
     }
 
     fn uniform(&self, params: ParamsUniform) -> wgpu::Buffer {
         cached(&self.caches.uniforms, params, || {
-            self.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("wgpool params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                })
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgpool params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
         })
     }
 
-    fn bind_group(
-        &self,
-        kernel: Kernel,
-        params: ParamsUniform,
-        bindings: Vec<Binding>,
-    ) -> wgpu::BindGroup {
-        let key = BindKey {
-            kernel,
-            params,
-            bindings,
-        };
+    fn bind_group(&self, kernel: Kernel, params: ParamsUniform, bindings: Vec<Binding>) -> wgpu::BindGroup {
+        let key = BindKey { kernel, params, bindings };
         let uniform = self.uniform(params);
         cached(&self.caches.bind_groups, key.clone(), || {
-            let mut entries = vec![wgpu::BindGroupEntry {
-                binding: 0,
-                resource: uniform.as_entire_binding(),
-            }];
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
             for (i, b) in key.bindings.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
@@ -318,7 +271,9 @@ impl Context {
                 if w.region.buffer == r.region.buffer {
                     return Err(Error::BufferUsage {
                         what: format!("{} (the same buffer as {})", w.what, r.what),
-                        usage: "a buffer of its own: one dispatch cannot read a buffer as read-only storage and write it".into(),
+                        usage:
+                            "a buffer of its own: one dispatch cannot read a buffer as read-only storage and write it"
+                                .into(),
                     });
                 }
             }
@@ -347,24 +302,9 @@ impl Context {
         let in_group = (g.plane_in() * lanes) as u64;
         let out_group = (g.plane_out() * lanes) as u64;
         let tensors = [
-            TensorArg {
-                what: "input",
-                region: buffers.input,
-                group_bytes: in_group * elem,
-                elem,
-            },
-            TensorArg {
-                what: "values",
-                region: buffers.values,
-                group_bytes: out_group * elem,
-                elem,
-            },
-            TensorArg {
-                what: "indices",
-                region: buffers.indices,
-                group_bytes: out_group * 4,
-                elem: 4,
-            },
+            TensorArg { what: "input", region: buffers.input, group_bytes: in_group * elem, elem },
+            TensorArg { what: "values", region: buffers.values, group_bytes: out_group * elem, elem },
+            TensorArg { what: "indices", region: buffers.indices, group_bytes: out_group * 4, elem: 4 },
         ];
         for t in &tensors {
             self.check_region(t, t.group_bytes * groups as u64)?;
@@ -374,29 +314,21 @@ impl Context {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let pipeline = self
-            .kernels
-            .pipeline(&self.device, Kernel::Forward, dtype, &g);
+        let width = self.lane_width(&g, &tensors);
+        let w = width.get() as u64;
+        let pipeline = self.kernels.pipeline(&self.device, Kernel::Forward, dtype, width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let (b_in, base_in) = self.binding(&tensors[0], chunk);
-            let (b_val, base_val) = self.binding(&tensors[1], chunk);
-            let (b_idx, base_idx) = self.binding(&tensors[2], chunk);
-            let outputs = chunk.groups as u64 * out_group;
+            let (b_in, base_in) = self.binding(&tensors[0], chunk, w);
+            let (b_val, base_val) = self.binding(&tensors[1], chunk, w);
+            let (b_idx, base_idx) = self.binding(&tensors[2], chunk, w);
+            let outputs = chunk.groups as u64 * out_group / w;
             let params = ParamsUniform {
-                counts: [
-                    outputs as u32,
-                    (chunk.groups as u64 * in_group) as u32,
-                    0,
-                    f32::NEG_INFINITY.to_bits(),
-                ],
+                counts: [outputs as u32, (chunk.groups as u64 * in_group / w) as u32, 0, f32::NEG_INFINITY.to_bits()],
                 bases: [base_in, base_val, base_idx, 0],
             };
             let bind_group = self.bind_group(Kernel::Forward, params, vec![b_in, b_val, b_idx]);
-            dispatches.push((
-                bind_group,
-                dispatch_size(outputs, self.limits.max_compute_workgroups_per_dimension)?,
-            ));
+            dispatches.push((bind_group, dispatch_size(outputs, self.limits.max_compute_workgroups_per_dimension)?));
         }
         self.encode_pass(encoder, Kernel::Forward, &pipeline, &dispatches, options);
         Ok(())
@@ -423,52 +355,21 @@ impl Context {
         let in_group = (g.plane_in() * lanes) as u64;
         let out_group = (g.plane_out() * lanes) as u64;
         let tensors = [
-            TensorArg {
-                what: "grad_output",
-                region: buffers.grad_output,
-                group_bytes: out_group * elem,
-                elem,
-            },
-            TensorArg {
-                what: "indices",
-                region: buffers.indices,
-                group_bytes: out_group * 4,
-                elem: 4,
-            },
-            TensorArg {
-                what: "grad_input",
-                region: buffers.grad_input,
-                group_bytes: in_group * elem,
-                elem,
-            },
+            TensorArg { what: "grad_output", region: buffers.grad_output, group_bytes: out_group * elem, elem },
+            TensorArg { what: "indices", region: buffers.indices, group_bytes: out_group * 4, elem: 4 },
+            TensorArg { what: "grad_input", region: buffers.grad_input, group_bytes: in_group * elem, elem },
         ];
         for t in &tensors {
             self.check_region(t, t.group_bytes * groups as u64)?;
         }
-        let counter = TensorArg {
-            what: "invalid_count",
-            region: buffers.invalid_count,
-            group_bytes: 0,
-            elem: 4,
-        };
+        let counter = TensorArg { what: "invalid_count", region: buffers.invalid_count, group_bytes: 0, elem: 4 };
         self.check_region(&counter, 4)?;
-        if !counter
-            .region
-            .buffer
-            .usage()
-            .contains(wgpu::BufferUsages::COPY_DST)
-        {
-            return Err(Error::BufferUsage {
-                what: "invalid_count".into(),
-                usage: "COPY_DST".into(),
-            });
+        if !counter.region.buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+            return Err(Error::BufferUsage { what: "invalid_count".into(), usage: "COPY_DST".into() });
         }
         Self::check_aliasing(&[&tensors[0], &tensors[1]], &[&tensors[2], &counter])?;
         if tensors[2].region.buffer == counter.region.buffer {
-            let gi = (
-                tensors[2].region.offset,
-                tensors[2].region.offset + in_group * elem * groups as u64,
-            );
+            let gi = (tensors[2].region.offset, tensors[2].region.offset + in_group * elem * groups as u64);
             if counter.region.offset + 4 > gi.0 && counter.region.offset < gi.1 {
                 return Err(Error::BufferUsage {
                     what: "invalid_count (overlaps grad_input)".into(),
@@ -481,52 +382,27 @@ impl Context {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let kernel = if g.tiles() {
-            Kernel::BackwardTiled
-        } else {
-            Kernel::Backward
-        };
-        let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, &g);
+        let kernel = if g.tiles() { Kernel::BackwardTiled } else { Kernel::Backward };
+        let width = self.lane_width(&g, &tensors);
+        let w = width.get() as u64;
+        let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let (b_go, base_go) = self.binding(&tensors[0], chunk);
-            let (b_idx, base_idx) = self.binding(&tensors[1], chunk);
-            let (b_gi, base_gi) = self.binding(&tensors[2], chunk);
-            let counter_chunk = Chunk {
-                first_group: 0,
-                groups: 1,
-            };
-            let (b_cnt, base_cnt) = self.binding(
-                &TensorArg {
-                    group_bytes: 4,
-                    ..counter
-                },
-                counter_chunk,
-            );
-            let outputs = chunk.groups as u64 * out_group;
-            let inputs = chunk.groups as u64 * in_group;
+            let (b_go, base_go) = self.binding(&tensors[0], chunk, w);
+            let (b_idx, base_idx) = self.binding(&tensors[1], chunk, w);
+            let (b_gi, base_gi) = self.binding(&tensors[2], chunk, w);
+            let counter_chunk = Chunk { first_group: 0, groups: 1 };
+            let (b_cnt, base_cnt) = self.binding(&TensorArg { group_bytes: 4, ..counter }, counter_chunk, 1);
+            let outputs = chunk.groups as u64 * out_group / w;
+            let inputs = chunk.groups as u64 * in_group / w;
             let params = ParamsUniform {
-                counts: [
-                    outputs as u32,
-                    inputs as u32,
-                    0,
-                    f32::NEG_INFINITY.to_bits(),
-                ],
+                counts: [outputs as u32, inputs as u32, 0, f32::NEG_INFINITY.to_bits()],
                 bases: [base_go, base_gi, base_idx, base_cnt],
             };
-            let invocations = if kernel == Kernel::BackwardTiled {
-                outputs
-            } else {
-                outputs.max(inputs)
-            };
+            let invocations = if kernel == Kernel::BackwardTiled { outputs } else { outputs.max(inputs) };
             let bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
-            dispatches.push((
-                bind_group,
-                dispatch_size(
-                    invocations,
-                    self.limits.max_compute_workgroups_per_dimension,
-                )?,
-            ));
+            dispatches
+                .push((bind_group, dispatch_size(invocations, self.limits.max_compute_workgroups_per_dimension)?));
         }
         self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
         Ok(())
@@ -577,20 +453,10 @@ mod tests {
         let chunks = plan_chunks(10, &[(1000, 4), (250, 4)], 4096, 256, "plane").unwrap();
         assert_eq!(chunks.iter().map(|c| c.groups).sum::<usize>(), 10);
         assert!(chunks.iter().all(|c| c.groups as u64 * 1000 + 260 <= 4096));
-        assert_eq!(
-            chunks[0],
-            Chunk {
-                first_group: 0,
-                groups: 3
-            }
-        );
+        assert_eq!(chunks[0], Chunk { first_group: 0, groups: 3 });
         assert_eq!(
             plan_chunks(1, &[(5000, 4)], 4096, 256, "image"),
-            Err(Error::BindingTooSmall {
-                unit: "image",
-                bytes: 5000,
-                limit: 4096
-            })
+            Err(Error::BindingTooSmall { unit: "image", bytes: 5000, limit: 4096 })
         );
     }
 

@@ -3,8 +3,8 @@
 use super::common::*;
 use wgpool::wgpu;
 use wgpool::{
-    BackwardBuffers, BufferRegion, Context, ContextOptions, DType, Element, Error, ForwardBuffers,
-    InputShape, Layout, PoolParams, PoolSpec, RecordOptions, cpu, f16,
+    BackwardBuffers, BufferRegion, Context, ContextOptions, DType, Element, Error, ForwardBuffers, InputShape, Layout,
+    PoolParams, PoolSpec, RecordOptions, cpu, f16,
 };
 
 /// Forward and backward of `spec` on `ctx` against the CPU reference; returns the indices.
@@ -12,17 +12,13 @@ fn check_case<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad_seed
     let case = Case::start(ctx);
     let name = format!("{} {} {:?}", ctx.describe(), T::DTYPE.name(), spec);
     let want = cpu::reference::forward(spec, input).unwrap();
-    let got = ctx
-        .forward(spec, input)
-        .unwrap_or_else(|e| panic!("[{name}] forward: {e}"));
+    let got = ctx.forward(spec, input).unwrap_or_else(|e| panic!("[{name}] forward: {e}"));
     assert_bits_eq("values", &name, &got.values, &want.values);
     assert_eq!(got.indices, want.indices, "[{name}] indices");
 
     let grad_output = gradients::<T>(&mut Rng::new(grad_seed), want.values.len());
     let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
-    let got_gi = ctx
-        .backward(spec, &grad_output, &want.indices)
-        .unwrap_or_else(|e| panic!("[{name}] backward: {e}"));
+    let got_gi = ctx.backward(spec, &grad_output, &want.indices).unwrap_or_else(|e| panic!("[{name}] backward: {e}"));
     assert_bits_eq("grad_input", &name, &got_gi, &want_gi);
     case.pass();
 }
@@ -32,11 +28,7 @@ fn random_cases<T: Element>(ctx: &Context, seed: u64, cases: usize) {
     for i in 0..cases {
         let spec = random_spec(&mut rng, 9);
         let n = spec.input.numel().unwrap();
-        let input: Vec<T> = if i % 5 == 4 {
-            negative_values(&mut rng, n)
-        } else {
-            nasty_values(&mut rng, n)
-        };
+        let input: Vec<T> = if i % 5 == 4 { negative_values(&mut rng, n) } else { nasty_values(&mut rng, n) };
         check_case(ctx, &spec, &input, seed + i as u64);
     }
 }
@@ -59,32 +51,13 @@ fn f16_matches_the_cpu_reference_where_supported_and_is_refused_elsewhere() {
             let case = Case::start(ctx);
             let spec = PoolSpec::new(InputShape::nchw(1, 1, 2, 2), PoolParams::new([2, 2]));
             let err = ctx.forward(&spec, &[f16::ONE; 4]).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    Error::MissingFeature {
-                        feature: "SHADER_F16",
-                        ..
-                    }
-                ),
-                "[{}] {err}",
-                ctx.describe()
-            );
-            assert!(
-                err.to_string().contains("SHADER_F16"),
-                "[{}] message: {err}",
-                ctx.describe()
-            );
+            assert!(matches!(err, Error::MissingFeature { feature: "SHADER_F16", .. }), "[{}] {err}", ctx.describe());
+            assert!(err.to_string().contains("SHADER_F16"), "[{}] message: {err}", ctx.describe());
             case.pass();
         }
     }
-    let vulkan = contexts()
-        .iter()
-        .any(|c| c.adapter_info().backend == wgpu::Backend::Vulkan);
-    assert!(
-        !vulkan || ran > 0,
-        "a Vulkan adapter is present but none ran the f16 cases"
-    );
+    let vulkan = contexts().iter().any(|c| c.adapter_info().backend == wgpu::Backend::Vulkan);
+    assert!(!vulkan || ran > 0, "a Vulkan adapter is present but none ran the f16 cases");
 }
 
 #[test]
@@ -92,78 +65,34 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
     // (input shape, params, layout)
     let cases: Vec<(InputShape, PoolParams, Layout)> = vec![
         // ceil_mode with the correction: 5 wide, k2 s2 p1 -> 3 outputs.
-        (
-            InputShape::nchw(2, 3, 5, 5),
-            PoolParams::new([2, 2]).padding([1, 1]).ceil_mode(true),
-            Layout::ChannelsFirst,
-        ),
+        (InputShape::nchw(2, 3, 5, 5), PoolParams::new([2, 2]).padding([1, 1]).ceil_mode(true), Layout::ChannelsFirst),
         // Windows of padding only (dilation): index -1, value -inf.
-        (
-            InputShape::new(1, 2, [1]),
-            PoolParams::new([2]).dilation([2]).padding([1]),
-            Layout::ChannelsFirst,
-        ),
+        (InputShape::new(1, 2, [1]), PoolParams::new([2]).dilation([2]).padding([1]), Layout::ChannelsFirst),
         (
             InputShape::nchw(1, 2, 1, 4),
-            PoolParams::new([3, 1])
-                .dilation([2, 1])
-                .padding([1, 0])
-                .ceil_mode(true),
+            PoolParams::new([3, 1]).dilation([2, 1]).padding([1, 0]).ceil_mode(true),
             Layout::ChannelsLast,
         ),
         // Overlapping ResNet stem pool, odd size.
-        (
-            InputShape::nchw(2, 4, 13, 11),
-            PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]),
-            Layout::ChannelsFirst,
-        ),
-        (
-            InputShape::nchw(2, 4, 13, 11),
-            PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]),
-            Layout::ChannelsLast,
-        ),
+        (InputShape::nchw(2, 4, 13, 11), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]), Layout::ChannelsFirst),
+        (InputShape::nchw(2, 4, 13, 11), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]), Layout::ChannelsLast),
         // Stride above kernel: elements in no window get +0.
-        (
-            InputShape::nchw(1, 3, 9, 10),
-            PoolParams::new([2, 2]).stride([3, 4]),
-            Layout::ChannelsFirst,
-        ),
+        (InputShape::nchw(1, 3, 9, 10), PoolParams::new([2, 2]).stride([3, 4]), Layout::ChannelsFirst),
         // Tiling windows (the scatter backward), 1-D, 2-D and 3-D, both layouts.
-        (
-            InputShape::new(2, 3, [16]),
-            PoolParams::new([2]),
-            Layout::ChannelsFirst,
-        ),
-        (
-            InputShape::nchw(2, 3, 8, 6),
-            PoolParams::new([2, 3]),
-            Layout::ChannelsLast,
-        ),
-        (
-            InputShape::new(2, 3, [4, 6, 4]),
-            PoolParams::new([2, 2, 2]),
-            Layout::ChannelsFirst,
-        ),
+        (InputShape::new(2, 3, [16]), PoolParams::new([2]), Layout::ChannelsFirst),
+        (InputShape::nchw(2, 3, 8, 6), PoolParams::new([2, 3]), Layout::ChannelsLast),
+        (InputShape::new(2, 3, [4, 6, 4]), PoolParams::new([2, 2, 2]), Layout::ChannelsFirst),
         (
             InputShape::new(1, 5, [5, 3, 7]),
-            PoolParams::new([2, 2, 2])
-                .padding([1, 0, 1])
-                .ceil_mode(true),
+            PoolParams::new([2, 2, 2]).padding([1, 0, 1]).ceil_mode(true),
             Layout::ChannelsLast,
         ),
         // Kernel 1, stride 1: identity.
-        (
-            InputShape::nchw(1, 2, 3, 3),
-            PoolParams::new([1, 1]),
-            Layout::ChannelsFirst,
-        ),
+        (InputShape::nchw(1, 2, 3, 3), PoolParams::new([1, 1]), Layout::ChannelsFirst),
         // Large dilation and stride 1 on 3-D.
         (
             InputShape::new(1, 2, [5, 6, 7]),
-            PoolParams::new([2, 3, 2])
-                .stride([1, 1, 1])
-                .dilation([3, 2, 2])
-                .padding([1, 1, 1]),
+            PoolParams::new([2, 3, 2]).stride([1, 1, 1]).dilation([3, 2, 2]).padding([1, 1, 1]),
             Layout::ChannelsLast,
         ),
     ];
@@ -182,10 +111,7 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
 
 #[test]
 fn invalid_indices_are_counted_on_the_gpu_like_on_the_cpu() {
-    let spec = PoolSpec::new(
-        InputShape::nchw(2, 2, 6, 7),
-        PoolParams::new([3, 2]).stride([2, 2]).padding([1, 1]),
-    );
+    let spec = PoolSpec::new(InputShape::nchw(2, 2, 6, 7), PoolParams::new([3, 2]).stride([2, 2]).padding([1, 1]));
     let tiled = PoolSpec::new(InputShape::nchw(2, 2, 6, 8), PoolParams::new([2, 2]));
     let mut rng = Rng::new(4);
     for ctx in contexts() {
@@ -196,11 +122,9 @@ fn invalid_indices_are_counted_on_the_gpu_like_on_the_cpu() {
             let grad = gradients::<f32>(&mut rng, pooled.values.len());
             let plane = spec.validate().unwrap().plane_in() as u32;
             // Outside the plane, outside its window, and -1 where the window has real elements.
-            for (bad, count) in [
-                (vec![(0, plane)], 1),
-                (vec![(1, pooled.indices[1] + 17), (5, 0)], 2),
-                (vec![(3, u32::MAX)], 1),
-            ] {
+            for (bad, count) in
+                [(vec![(0, plane)], 1), (vec![(1, pooled.indices[1] + 17), (5, 0)], 2), (vec![(3, u32::MAX)], 1)]
+            {
                 let mut indices = pooled.indices.clone();
                 for &(at, v) in &bad {
                     indices[at] = v;
@@ -221,16 +145,8 @@ fn empty_batch_gives_empty_outputs() {
         let case = Case::start(ctx);
         let spec = PoolSpec::new(InputShape::nchw(0, 3, 8, 8), PoolParams::new([2, 2]));
         let out = ctx.forward::<f32>(&spec, &[]).unwrap();
-        assert!(
-            out.values.is_empty() && out.indices.is_empty(),
-            "[{}]",
-            ctx.describe()
-        );
-        assert!(
-            ctx.backward::<f32>(&spec, &[], &[]).unwrap().is_empty(),
-            "[{}]",
-            ctx.describe()
-        );
+        assert!(out.values.is_empty() && out.indices.is_empty(), "[{}]", ctx.describe());
+        assert!(ctx.backward::<f32>(&spec, &[], &[]).unwrap().is_empty(), "[{}]", ctx.describe());
         case.pass();
     }
 }
@@ -243,18 +159,8 @@ fn context_with(base: &Context, options: ContextOptions) -> Context {
         backends: Some(backend.into()),
         ..Default::default()
     });
-    let adapter = adapters
-        .iter()
-        .find(|a| a.get_info().name == name)
-        .expect("same adapter again");
-    pollster::block_on(Context::from_adapter(
-        adapter,
-        &ContextOptions {
-            poison_outputs: true,
-            ..options
-        },
-    ))
-    .unwrap()
+    let adapter = adapters.iter().find(|a| a.get_info().name == name).expect("same adapter again");
+    pollster::block_on(Context::from_adapter(adapter, &ContextOptions { poison_outputs: true, ..options })).unwrap()
 }
 
 #[test]
@@ -262,30 +168,17 @@ fn tensors_above_the_binding_limit_are_split_into_chunks() {
     let mut rng = Rng::new(5);
     for base in contexts() {
         // 1 KiB bindings: a few planes per chunk, so every pass runs several dispatches.
-        let ctx = context_with(
-            base,
-            ContextOptions {
-                max_storage_buffer_binding_size: Some(1024),
-                ..Default::default()
-            },
-        );
+        let ctx =
+            context_with(base, ContextOptions { max_storage_buffer_binding_size: Some(1024), ..Default::default() });
         assert_eq!(ctx.limits().max_storage_buffer_binding_size, 1024);
         for (shape, params, layout) in [
-            (
-                InputShape::nchw(3, 5, 7, 6),
-                PoolParams::new([2, 2]),
-                Layout::ChannelsFirst,
-            ),
+            (InputShape::nchw(3, 5, 7, 6), PoolParams::new([2, 2]), Layout::ChannelsFirst),
             (
                 InputShape::nchw(3, 5, 7, 6),
                 PoolParams::new([3, 2]).stride([1, 2]).padding([1, 1]),
                 Layout::ChannelsFirst,
             ),
-            (
-                InputShape::nchw(4, 3, 5, 6),
-                PoolParams::new([2, 2]).ceil_mode(true),
-                Layout::ChannelsLast,
-            ),
+            (InputShape::nchw(4, 3, 5, 6), PoolParams::new([2, 2]).ceil_mode(true), Layout::ChannelsLast),
             (
                 InputShape::new(5, 7, [33]),
                 PoolParams::new([3]).stride([2]).dilation([2]).padding([1]),
@@ -299,18 +192,7 @@ fn tensors_above_the_binding_limit_are_split_into_chunks() {
         // One plane bigger than a binding: a clear error naming the limit.
         let spec = PoolSpec::new(InputShape::nchw(1, 1, 32, 32), PoolParams::new([2, 2]));
         let err = ctx.forward(&spec, &vec![1.0f32; 1024]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::BindingTooSmall {
-                    unit: "plane",
-                    limit: 1024,
-                    ..
-                }
-            ),
-            "[{}] {err}",
-            ctx.describe()
-        );
+        assert!(matches!(err, Error::BindingTooSmall { unit: "plane", limit: 1024, .. }), "[{}] {err}", ctx.describe());
         assert!(err.to_string().contains("1024"), "{err}");
     }
 }
@@ -320,45 +202,21 @@ fn dispatches_beyond_the_per_dimension_limit_use_a_second_dimension() {
     let mut rng = Rng::new(6);
     for base in contexts() {
         // With at most 8 workgroups per dimension, 10 x 10 x 9 x 9 outputs need a 2-D grid.
-        let ctx = context_with(
-            base,
-            ContextOptions {
-                max_compute_workgroups_per_dimension: Some(8),
-                ..Default::default()
-            },
-        );
-        for params in [
-            PoolParams::new([2, 2]).stride([1, 1]),
-            PoolParams::new([2, 2]),
-        ] {
+        let ctx =
+            context_with(base, ContextOptions { max_compute_workgroups_per_dimension: Some(8), ..Default::default() });
+        for params in [PoolParams::new([2, 2]).stride([1, 1]), PoolParams::new([2, 2])] {
             let spec = PoolSpec::new(InputShape::nchw(10, 10, 10, 10), params);
             check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, 10_000), 12);
         }
     }
     // And once for real: more than 65,535 x 256 outputs in one plane.
     for ctx in contexts() {
-        let spec = PoolSpec::new(
-            InputShape::new(1, 1, [65_535 * 256 + 1000]),
-            PoolParams::new([1]),
-        );
+        let spec = PoolSpec::new(InputShape::new(1, 1, [65_535 * 256 + 1000]), PoolParams::new([1]));
         let case = Case::start(ctx);
-        let input: Vec<f32> = (0..spec.input.numel().unwrap())
-            .map(|i| (i % 1013) as f32 - 500.0)
-            .collect();
+        let input: Vec<f32> = (0..spec.input.numel().unwrap()).map(|i| (i % 1013) as f32 - 500.0).collect();
         let out = ctx.forward(&spec, &input).unwrap();
-        assert!(
-            out.values == input,
-            "[{}] identity pool over a 2-D grid",
-            ctx.describe()
-        );
-        assert!(
-            out.indices
-                .iter()
-                .enumerate()
-                .all(|(i, &x)| x as usize == i),
-            "[{}] indices",
-            ctx.describe()
-        );
+        assert!(out.values == input, "[{}] identity pool over a 2-D grid", ctx.describe());
+        assert!(out.indices.iter().enumerate().all(|(i, &x)| x as usize == i), "[{}] indices", ctx.describe());
         case.pass();
     }
 }
@@ -372,10 +230,7 @@ fn encoder_level_over_caller_buffers_at_offsets() {
         let device = ctx.device();
         let spec = PoolSpec::new(
             InputShape::nchw(2, 3, 9, 7),
-            PoolParams::new([3, 3])
-                .stride([2, 1])
-                .padding([1, 1])
-                .ceil_mode(true),
+            PoolParams::new([3, 3]).stride([2, 1]).padding([1, 1]).ceil_mode(true),
         );
         let g = spec.validate().unwrap();
         let input: Vec<f32> = nasty_values(&mut rng, g.input_len());
@@ -390,20 +245,16 @@ fn encoder_level_over_caller_buffers_at_offsets() {
             ctx.queue().write_buffer(&b, 0, &data);
             b
         };
-        let storage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC;
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
         let (in_off, out_off, idx_off) = (12u64, 512u64, 36u64);
         let input_buf = poison(in_off + 4 * g.input_len() as u64, storage);
-        ctx.queue()
-            .write_buffer(&input_buf, in_off, bytemuck::cast_slice(&input));
+        ctx.queue().write_buffer(&input_buf, in_off, bytemuck::cast_slice(&input));
         // values and indices share one buffer.
         let out_buf = poison(out_off + 4 * g.output_len() as u64 + 64, storage);
         let idx_buf = poison(idx_off + 4 * g.output_len() as u64, storage);
         let grad_output: Vec<f32> = gradients(&mut rng, g.output_len());
         let go_buf = poison(4 * g.output_len() as u64, storage);
-        ctx.queue()
-            .write_buffer(&go_buf, 0, bytemuck::cast_slice(&grad_output));
+        ctx.queue().write_buffer(&go_buf, 0, bytemuck::cast_slice(&grad_output));
         let gi_off = 8u64;
         let gi_buf = poison(gi_off + 4 * g.input_len() as u64 + 4, storage);
         let counter_off = gi_off + 4 * g.input_len() as u64;
@@ -414,28 +265,14 @@ fn encoder_level_over_caller_buffers_at_offsets() {
             values: BufferRegion::new(&out_buf, out_off),
             indices: BufferRegion::new(&idx_buf, idx_off),
         };
-        ctx.record_forward(
-            &mut encoder,
-            &spec,
-            DType::F32,
-            &fwd,
-            RecordOptions::default(),
-        )
-        .unwrap();
+        ctx.record_forward(&mut encoder, &spec, DType::F32, &fwd, RecordOptions::default()).unwrap();
         let bwd = BackwardBuffers {
             grad_output: (&go_buf).into(),
             indices: BufferRegion::new(&idx_buf, idx_off),
             grad_input: BufferRegion::new(&gi_buf, gi_off),
             invalid_count: BufferRegion::new(&gi_buf, counter_off),
         };
-        ctx.record_backward(
-            &mut encoder,
-            &spec,
-            DType::F32,
-            &bwd,
-            RecordOptions::default(),
-        )
-        .unwrap();
+        ctx.record_backward(&mut encoder, &spec, DType::F32, &bwd, RecordOptions::default()).unwrap();
         ctx.queue().submit([encoder.finish()]);
 
         let read = |buf: &wgpu::Buffer| -> Vec<u8> {
@@ -448,9 +285,7 @@ fn encoder_level_over_caller_buffers_at_offsets() {
             let mut e = device.create_command_encoder(&Default::default());
             e.copy_buffer_to_buffer(buf, 0, &staging, 0, buf.size());
             ctx.queue().submit([e.finish()]);
-            staging
-                .slice(..)
-                .map_async(wgpu::MapMode::Read, |r| r.unwrap());
+            staging.slice(..).map_async(wgpu::MapMode::Read, |r| r.unwrap());
             ctx.wait(None).unwrap();
             let v = staging.slice(..).get_mapped_range().unwrap().to_vec();
             v
@@ -458,9 +293,8 @@ fn encoder_level_over_caller_buffers_at_offsets() {
         let want = cpu::reference::forward(&spec, &input).unwrap();
         let want_gi = cpu::reference::backward(&spec, &grad_output, &want.indices).unwrap();
         let out_bytes = read(&out_buf);
-        let values: Vec<f32> = bytemuck::pod_collect_to_vec(
-            &out_bytes[out_off as usize..out_off as usize + 4 * g.output_len()],
-        );
+        let values: Vec<f32> =
+            bytemuck::pod_collect_to_vec(&out_bytes[out_off as usize..out_off as usize + 4 * g.output_len()]);
         // Bytes around the tensor stay untouched.
         assert!(
             out_bytes[..out_off as usize]
@@ -473,22 +307,14 @@ fn encoder_level_over_caller_buffers_at_offsets() {
         let idx_bytes = read(&idx_buf);
         let indices: Vec<u32> = bytemuck::pod_collect_to_vec(&idx_bytes[idx_off as usize..]);
         let gi_bytes = read(&gi_buf);
-        let grad_input: Vec<f32> =
-            bytemuck::pod_collect_to_vec(&gi_bytes[gi_off as usize..counter_off as usize]);
-        let counter = u32::from_le_bytes(
-            gi_bytes[counter_off as usize..counter_off as usize + 4]
-                .try_into()
-                .unwrap(),
-        );
+        let grad_input: Vec<f32> = bytemuck::pod_collect_to_vec(&gi_bytes[gi_off as usize..counter_off as usize]);
+        let counter = u32::from_le_bytes(gi_bytes[counter_off as usize..counter_off as usize + 4].try_into().unwrap());
         let name = ctx.describe();
         assert_bits_eq("values", &name, &values, &want.values);
         assert_eq!(indices, want.indices, "[{name}] indices");
         assert_bits_eq("grad_input", &name, &grad_input, &want_gi);
         assert_eq!(counter, 0, "[{name}] invalid_count");
-        assert!(
-            gi_bytes[..gi_off as usize].iter().all(|&b| b == 0xA5),
-            "[{name}] wrote before grad_input"
-        );
+        assert!(gi_bytes[..gi_off as usize].iter().all(|&b| b == 0xA5), "[{name}] wrote before grad_input");
 
         // Bad buffers are refused before anything is recorded.
         let mut encoder = device.create_command_encoder(&Default::default());
@@ -497,44 +323,54 @@ fn encoder_level_over_caller_buffers_at_offsets() {
             &mut encoder,
             &spec,
             DType::F32,
-            &ForwardBuffers {
-                values: (&small).into(),
-                ..fwd
-            },
+            &ForwardBuffers { values: (&small).into(), ..fwd },
             RecordOptions::default(),
         );
-        assert!(
-            matches!(err, Err(Error::ShapeMismatch { .. })),
-            "[{name}] {err:?}"
-        );
+        assert!(matches!(err, Err(Error::ShapeMismatch { .. })), "[{name}] {err:?}");
         let err = ctx.record_forward(
             &mut encoder,
             &spec,
             DType::F32,
-            &ForwardBuffers {
-                input: BufferRegion::new(&input_buf, 2),
-                ..fwd
-            },
+            &ForwardBuffers { input: BufferRegion::new(&input_buf, 2), ..fwd },
             RecordOptions::default(),
         );
-        assert!(
-            matches!(err, Err(Error::Misaligned { .. })),
-            "[{name}] {err:?}"
-        );
+        assert!(matches!(err, Err(Error::Misaligned { .. })), "[{name}] {err:?}");
         let err = ctx.record_forward(
             &mut encoder,
             &spec,
             DType::F32,
-            &ForwardBuffers {
-                values: BufferRegion::new(&input_buf, 0),
-                ..fwd
-            },
+            &ForwardBuffers { values: BufferRegion::new(&input_buf, 0), ..fwd },
             RecordOptions::default(),
         );
-        assert!(
-            matches!(err, Err(Error::BufferUsage { .. })),
-            "[{name}] {err:?}"
-        );
+        assert!(matches!(err, Err(Error::BufferUsage { .. })), "[{name}] {err:?}");
         case.pass();
+    }
+}
+
+/// Channels-last with C a multiple of 4 runs four channels per invocation; the same cases with
+/// `scalar_only` run one. Both must equal the reference.
+#[test]
+fn four_channel_kernels_match_the_scalar_ones() {
+    let mut rng = Rng::new(8);
+    for base in contexts() {
+        let scalar = context_with(base, ContextOptions { scalar_only: true, ..Default::default() });
+        for (shape, params) in [
+            (InputShape::nchw(2, 8, 9, 7), PoolParams::new([2, 2])),
+            (InputShape::nchw(2, 8, 8, 6), PoolParams::new([2, 3])),
+            (InputShape::nchw(1, 12, 11, 9), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]).ceil_mode(true)),
+            (InputShape::new(2, 4, [3, 5, 4]), PoolParams::new([2, 2, 2]).dilation([1, 2, 1]).padding([1, 1, 0])),
+            (InputShape::new(3, 16, [17]), PoolParams::new([3]).stride([1]).padding([1])),
+            (InputShape::new(1, 4, [1]), PoolParams::new([2]).dilation([2]).padding([1])),
+        ] {
+            let spec = PoolSpec::new(shape, params).layout(Layout::ChannelsLast);
+            let n = spec.input.numel().unwrap();
+            let input = nasty_values::<f32>(&mut rng, n);
+            check_case::<f32>(base, &spec, &input, 13);
+            check_case::<f32>(&scalar, &spec, &input, 13);
+            if base.supports(DType::F16) {
+                let input = nasty_values::<f16>(&mut rng, n);
+                check_case::<f16>(base, &spec, &input, 14);
+            }
+        }
     }
 }

@@ -4,53 +4,32 @@
 
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgpool::gpu::kernels::{Kernel, override_constants, shader_source};
+use wgpool::gpu::kernels::{Kernel, LaneWidth, override_constants, shader_source};
 use wgpool::{DType, InputShape, Layout, PoolParams, PoolSpec};
 
-fn specialised(
-    kernel: Kernel,
-    dtype: DType,
-    spec: &PoolSpec,
-) -> (naga::Module, naga::valid::ModuleInfo) {
-    let source = shader_source(kernel, dtype);
-    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
-        panic!(
-            "{} ({}): {}",
-            kernel.entry_point(),
-            dtype.name(),
-            e.emit_to_string(&source)
-        )
-    });
+fn specialised(kernel: Kernel, dtype: DType, width: LaneWidth, spec: &PoolSpec) -> (naga::Module, naga::valid::ModuleInfo) {
+    let source = shader_source(kernel, dtype, width);
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("{} ({}): {}", kernel.entry_point(), dtype.name(), e.emit_to_string(&source)));
     let info = Validator::new(ValidationFlags::all(), Capabilities::all())
         .validate(&module)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} ({}): {}",
-                kernel.entry_point(),
-                dtype.name(),
-                e.emit_to_string(&source)
-            )
-        });
+        .unwrap_or_else(|e| panic!("{} ({}): {}", kernel.entry_point(), dtype.name(), e.emit_to_string(&source)));
     let mut constants = naga::back::PipelineConstants::default();
-    for (name, value) in override_constants(&spec.validate().unwrap()) {
+    for (name, value) in override_constants(&spec.validate().unwrap(), width) {
         constants.insert(name.to_string(), value);
     }
     let entry = Some((naga::ShaderStage::Compute, kernel.entry_point()));
-    let (module, info) =
-        naga::back::pipeline_constants::process_overrides(&module, &info, entry, &constants)
-            .unwrap();
+    let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, entry, &constants).unwrap();
     (module.into_owned(), info.into_owned())
 }
 
 fn specs() -> Vec<PoolSpec> {
     vec![
         PoolSpec::new(InputShape::nchw(2, 3, 8, 8), PoolParams::new([2, 2])),
+        PoolSpec::new(InputShape::nchw(2, 8, 8, 6), PoolParams::new([2, 3])).layout(Layout::ChannelsLast),
         PoolSpec::new(
             InputShape::new(1, 4, [5, 6, 7]),
-            PoolParams::new([3, 3, 2])
-                .stride([2, 1, 1])
-                .padding([1, 1, 1])
-                .dilation([1, 2, 1]),
+            PoolParams::new([3, 3, 2]).stride([2, 1, 1]).padding([1, 1, 1]).dilation([1, 2, 1]),
         )
         .layout(Layout::ChannelsLast),
     ]
@@ -61,12 +40,7 @@ fn spirv_val(words: &[u32], name: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.spv"));
     std::fs::write(&path, bytemuck::cast_slice(words)).unwrap();
-    match std::process::Command::new("spirv-val")
-        .arg("--target-env")
-        .arg("vulkan1.1")
-        .arg(&path)
-        .output()
-    {
+    match std::process::Command::new("spirv-val").arg("--target-env").arg("vulkan1.1").arg(&path).output() {
         Ok(out) => assert!(
             out.status.success(),
             "spirv-val rejects {name}: {}{}",
@@ -75,13 +49,8 @@ fn spirv_val(words: &[u32], name: &str) {
         ),
         Err(e) => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(
-                !ci,
-                "spirv-val not found ({e}); under CI=true it must be installed (Debian: spirv-tools)"
-            );
-            eprintln!(
-                "spirv-val not found ({e}): SPIR-V of {name} was written but not validated; install spirv-tools"
-            );
+            assert!(!ci, "spirv-val not found ({e}); under CI=true it must be installed (Debian: spirv-tools)");
+            eprintln!("spirv-val not found ({e}): SPIR-V of {name} was written but not validated; install spirv-tools");
         }
     }
 }
@@ -89,10 +58,13 @@ fn spirv_val(words: &[u32], name: &str) {
 #[test]
 fn every_entry_point_translates_to_every_backend() {
     for kernel in Kernel::ALL {
-        for dtype in [DType::F32, DType::F16] {
+        for (dtype, width) in [DType::F32, DType::F16].into_iter().flat_map(|d| [(d, LaneWidth::One), (d, LaneWidth::Four)]) {
             for (i, spec) in specs().iter().enumerate() {
-                let name = format!("{}_{}_{i}", kernel.entry_point(), dtype.name());
-                let (module, info) = specialised(kernel, dtype, spec);
+                if width == LaneWidth::Four && (spec.layout != Layout::ChannelsLast || spec.input.channels % 4 != 0) {
+                    continue;
+                }
+                let name = format!("{}_{}_x{}_{i}", kernel.entry_point(), dtype.name(), width.get());
+                let (module, info) = specialised(kernel, dtype, width, spec);
                 let words = spv::write_vec(
                     &module,
                     &info,
@@ -109,19 +81,13 @@ fn every_entry_point_translates_to_every_backend() {
                     entry_point: Some((naga::ShaderStage::Compute, kernel.entry_point().into())),
                     ..Default::default()
                 };
-                let options = msl::Options {
-                    lang_version: (2, 4),
-                    ..Default::default()
-                };
+                let options = msl::Options { lang_version: (2, 4), ..Default::default() };
                 let (metal, _) = msl::write_string(&module, &info, &options, &pipeline)
                     .unwrap_or_else(|e| panic!("MSL {name}: {e}"));
                 assert!(metal.contains("kernel void"), "MSL {name}");
 
                 let mut hlsl_out = String::new();
-                let options = hlsl::Options {
-                    shader_model: hlsl::ShaderModel::V6_2,
-                    ..Default::default()
-                };
+                let options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
                 let pipeline = hlsl::PipelineOptions {
                     entry_point: Some((naga::ShaderStage::Compute, kernel.entry_point().into())),
                 };
@@ -160,18 +126,10 @@ fn every_entry_point_translates_to_every_backend() {
 fn shaders_never_spell_negative_infinity_or_use_max() {
     // Browsers (Tint) reject -inf constants, and max() is backend-defined for NaN.
     for kernel in Kernel::ALL {
-        let source = shader_source(kernel, DType::F32);
-        let code: String = source
-            .lines()
-            .map(|l| l.split("//").next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let source = shader_source(kernel, DType::F32, LaneWidth::Four);
+        let code: String = source.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
         for banned in ["0xff800000", "-inf", "max(best", "!= v", "v != "] {
-            assert!(
-                !code.contains(banned),
-                "{} contains {banned:?}",
-                kernel.entry_point()
-            );
+            assert!(!code.contains(banned), "{} contains {banned:?}", kernel.entry_point());
         }
     }
 }
