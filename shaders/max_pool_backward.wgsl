@@ -1,6 +1,8 @@
 // Max-pool backward, gather formulation: invocation t sums, in increasing output order, the
 // gradients of the windows whose index names input element t (no float atomics, so the sum is
-// deterministic and equal to the CPU's bit for bit), and validates the index of output t.
+// deterministic and equal to the CPU's bit for bit). It also validates the index of every window
+// whose anchor it is — the window's first real element, which every window has — using the index
+// it has just loaded, so validation costs no extra memory traffic.
 // At width 4 an invocation handles four adjacent channels; each lane does the width-1 work.
 // CPU mirror: src/cpu/max_pool_backward.rs.
 
@@ -11,14 +13,8 @@
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
-// Per lane: whether output t holds an index that a forward pass with this geometry could produce.
-fn index_valid(t: u32) -> B {
-    var q = t / LANES;
-    let ow = q % OUT_W;
-    q = q / OUT_W;
-    let oh = q % OUT_H;
-    let od = (q / OUT_H) % OUT_D;
-    let index = indices[params.bases.z + t];
+// Per lane: whether window (od, oh, ow) may hold `index` after a forward pass with this geometry.
+fn index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
     // -1 only where the window holds padding only.
     let padding_only = !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
     let iw = index % IN_W;
@@ -27,6 +23,11 @@ fn index_valid(t: u32) -> B {
     let inside = (index < I(IN_D * IN_H * IN_W)) & window_contains(axis_d(), od, id) & window_contains(axis_h(), oh, ih)
         & window_contains(axis_w(), ow, iw);
     return select(inside, B(padding_only), index == I(NO_INDEX));
+}
+
+// The first real (non-padding) coordinate of window o's span on axis a.
+fn anchor(a: Axis, o: u32) -> u32 {
+    return max(o * a.stride, a.padding) - a.padding;
 }
 
 // The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
@@ -48,12 +49,6 @@ fn max_pool_backward(
     @builtin(num_workgroups) workgroups: vec3<u32>,
 ) {
     let t = invocation_index(workgroup, local, workgroups);
-    if t < params.counts.x {
-        let invalid = count_false(index_valid(t));
-        if invalid != 0u {
-            atomicAdd(&invalid_count[params.bases.w], invalid);
-        }
-    }
     if t >= params.counts.y {
         return;
     }
@@ -72,16 +67,27 @@ fn max_pool_backward(
     let wd = candidate_windows(axis_d(), id);
     let wh = candidate_windows(axis_h(), ih);
     let ww = candidate_windows(axis_w(), iw);
-    // Starts from +0.0, so a lone -0.0 gradient lands as +0.0 (PyTorch computes 0 + sum). Adding
-    // +0.0 where the index differs leaves acc unchanged: acc is never -0.0.
+    // Starts from +0.0, so a lone -0.0 gradient lands as +0.0 (PyTorch computes 0 + sum).
     var acc = V(0.0);
+    var invalid = 0u;
     for (var od = wd.x; od <= wd.y; od++) {
         for (var oh = wh.x; oh <= wh.y; oh++) {
             for (var ow = ww.x; ow <= ww.y; ow++) {
                 let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
-                acc = acc + select(V(0.0), grad_output[output_base + o], indices[index_base + o] == pos);
+                let index = indices[index_base + o];
+                let hit = index == pos;
+                if any(hit) {
+                    // Adding +0.0 in the other lanes leaves them unchanged: acc is never -0.0.
+                    acc = acc + select(V(0.0), grad_output[output_base + o], hit);
+                }
+                if id == anchor(axis_d(), od) && ih == anchor(axis_h(), oh) && iw == anchor(axis_w(), ow) {
+                    invalid += count_false(index_valid(od, oh, ow, index));
+                }
             }
         }
+    }
+    if invalid != 0u {
+        atomicAdd(&invalid_count[params.bases.w], invalid);
     }
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
     grad_input[params.bases.y + t] = select(acc, V(0.0), acc == V(0.0));

@@ -25,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cases;
 pub mod cpu;
 mod element;

@@ -1,13 +1,14 @@
 //! CPU mirror of `shaders/max_pool_backward.wgsl`: the gather formulation. One "invocation" per
-//! input element sums, in increasing output order, the gradients of the windows that picked it;
-//! one "invocation" per output element validates that window's index. No atomics, so the order of
-//! the additions (and therefore every bit) is the same on the CPU and the GPU.
+//! input element sums, in increasing output order, the gradients of the windows that picked it,
+//! and validates the index of every window it anchors (the window's first real element). No
+//! atomics, so the order of the additions (and therefore every bit) is the same on the CPU and
+//! the GPU.
 
 use crate::element::Element;
 use crate::params::{Axis, Geometry, NO_INDEX};
 
 /// The range of output windows on one axis whose span contains input coordinate `i`
-/// (empty when `lo > hi`). Windows are `[o·s − p, o·s − p + eff)`.
+/// (empty when `lo > hi`). Windows span `[o·s − p, o·s − p + eff)`.
 #[inline]
 pub fn candidate_windows(a: &Axis, i: usize) -> (usize, usize) {
     let z = i + a.padding;
@@ -15,6 +16,14 @@ pub fn candidate_windows(a: &Axis, i: usize) -> (usize, usize) {
     let lo = if z + 1 > eff { (z + 1 - eff).div_ceil(a.stride) } else { 0 };
     let hi = (z / a.stride).min(a.output - 1);
     (lo, hi)
+}
+
+/// The first real (non-padding) coordinate of window `o`'s span on axis `a`. Every window has
+/// one (PyTorch's output size guarantees that each window starts inside the input or the left
+/// padding), and exactly one input element is the anchor of a given window.
+#[inline]
+pub fn anchor(a: &Axis, o: usize) -> usize {
+    (o * a.stride).max(a.padding) - a.padding
 }
 
 /// Whether window `o` on axis `a` contains a real (non-padding) tap.
@@ -38,18 +47,11 @@ pub fn window_contains(a: &Axis, o: usize, i: usize) -> bool {
     rel % a.dilation == 0 && rel / a.dilation < a.kernel
 }
 
-/// Whether output `t` holds an index a forward pass with `g` could have produced.
-pub fn max_pool_backward_index_valid(g: &Geometry, indices: &[u32], t: usize) -> bool {
-    let (_, lanes) = g.groups_and_lanes();
+/// Whether window `(od, oh, ow)` may hold `index` after a forward pass with `g`: one of its real
+/// taps, or −1 ([`NO_INDEX`]) where the window holds padding only.
+pub fn index_valid(g: &Geometry, (od, oh, ow): (usize, usize, usize), index: u32) -> bool {
     let [ad, ah, aw] = g.axes;
-    let q = t / lanes;
-    let ow = q % aw.output;
-    let q = q / aw.output;
-    let oh = q % ah.output;
-    let od = (q / ah.output) % ad.output;
-    let index = indices[t];
     if index == NO_INDEX {
-        // −1 only where the window holds padding only.
         return !(window_has_real_tap(&ad, od) && window_has_real_tap(&ah, oh) && window_has_real_tap(&aw, ow));
     }
     let index = index as usize;
@@ -63,8 +65,14 @@ pub fn max_pool_backward_index_valid(g: &Geometry, indices: &[u32], t: usize) ->
 }
 
 /// One input element: the sum of the gradients of every window whose index names it, in
-/// increasing output order, starting from +0.0 (so a lone −0.0 gradient lands as +0.0, as in PyTorch).
-pub fn max_pool_backward_invocation<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], t: usize) -> T {
+/// increasing output order, starting from +0.0 (so a lone −0.0 gradient lands as +0.0, as in
+/// PyTorch), and the number of invalid indices among the windows it anchors.
+pub fn max_pool_backward_invocation<T: Element>(
+    g: &Geometry,
+    grad_output: &[T],
+    indices: &[u32],
+    t: usize,
+) -> (T, u64) {
     let (_, lanes) = g.groups_and_lanes();
     let [ad, ah, aw] = g.axes;
     let lane = t % lanes;
@@ -76,31 +84,42 @@ pub fn max_pool_backward_invocation<T: Element>(g: &Geometry, grad_output: &[T],
     let id = q % ad.input;
     let group = q / ad.input;
     let pos = ((id * ah.input + ih) * aw.input + iw) as u32;
-    let output_base = group * g.plane_out();
+    let output_base = group * g.plane_out() * lanes + lane;
 
     let (d_lo, d_hi) = candidate_windows(&ad, id);
     let (h_lo, h_hi) = candidate_windows(&ah, ih);
     let (w_lo, w_hi) = candidate_windows(&aw, iw);
     let mut acc = T::ZERO;
+    let mut invalid = 0;
     for od in d_lo..=d_hi {
         for oh in h_lo..=h_hi {
             for ow in w_lo..=w_hi {
-                let o = (output_base + (od * ah.output + oh) * aw.output + ow) * lanes + lane;
-                if indices[o] == pos {
+                let o = output_base + ((od * ah.output + oh) * aw.output + ow) * lanes;
+                let index = indices[o];
+                if index == pos {
                     acc = acc.add(grad_output[o]);
+                }
+                if id == anchor(&ad, od)
+                    && ih == anchor(&ah, oh)
+                    && iw == anchor(&aw, ow)
+                    && !index_valid(g, (od, oh, ow), index)
+                {
+                    invalid += 1;
                 }
             }
         }
     }
-    acc
+    (acc, invalid)
 }
 
-/// Backward pass: returns the number of invalid indices (the caller turns a non-zero count into
-/// an error) and fills `grad_input`.
+/// Backward pass: fills `grad_input` and returns the number of invalid indices (the caller turns
+/// a non-zero count into an error).
 pub fn max_pool_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], grad_input: &mut [T]) -> u64 {
-    let invalid = (0..g.output_len()).filter(|&t| !max_pool_backward_index_valid(g, indices, t)).count() as u64;
+    let mut invalid = 0;
     for (t, gi) in grad_input.iter_mut().enumerate() {
-        *gi = max_pool_backward_invocation(g, grad_output, indices, t);
+        let (acc, bad) = max_pool_backward_invocation(g, grad_output, indices, t);
+        *gi = acc;
+        invalid += bad;
     }
     invalid
 }

@@ -11,7 +11,7 @@ mod max_pool_backward;
 mod max_pool_backward_tiled;
 mod max_pool_forward;
 
-pub use max_pool_backward::{candidate_windows, window_contains, window_has_real_tap};
+pub use max_pool_backward::{anchor, candidate_windows, index_valid, window_contains, window_has_real_tap};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -42,9 +42,7 @@ pub(crate) fn check_len(what: &str, expected: usize, found: usize) -> Result<()>
 
 /// The simple reference implementation that mirrors the shaders.
 pub mod reference {
-    pub use super::max_pool_backward::{
-        max_pool_backward, max_pool_backward_index_valid, max_pool_backward_invocation,
-    };
+    pub use super::max_pool_backward::{max_pool_backward, max_pool_backward_invocation};
     pub use super::max_pool_backward_tiled::{max_pool_backward_tiled, max_pool_backward_tiled_invocation};
     pub use super::max_pool_forward::{max_pool_forward, max_pool_forward_invocation};
     use super::*;

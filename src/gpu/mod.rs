@@ -10,6 +10,7 @@ mod host;
 pub mod kernels;
 mod record;
 
+pub(crate) use record::dispatch_size;
 pub use record::{BackwardBuffers, BufferRegion, ForwardBuffers, RecordOptions};
 
 use std::sync::{Arc, Mutex};

@@ -399,7 +399,7 @@ impl Context {
                 counts: [outputs as u32, inputs as u32, 0, f32::NEG_INFINITY.to_bits()],
                 bases: [base_go, base_gi, base_idx, base_cnt],
             };
-            let invocations = if kernel == Kernel::BackwardTiled { outputs } else { outputs.max(inputs) };
+            let invocations = if kernel == Kernel::BackwardTiled { outputs } else { inputs };
             let bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
             dispatches
                 .push((bind_group, dispatch_size(invocations, self.limits.max_compute_workgroups_per_dimension)?));

@@ -55,9 +55,7 @@ pub fn nasty_values<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
 
 /// Plain random values, all negative (windows of all-negative values must still pick the max).
 pub fn negative_values<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
-    (0..n)
-        .map(|_| T::from_f32(-1.0 - rng.unit() * 100.0))
-        .collect()
+    (0..n).map(|_| T::from_f32(-1.0 - rng.unit() * 100.0)).collect()
 }
 
 /// Gradients with ±0, negatives and a few NaN/inf (they must travel bit for bit).
@@ -80,11 +78,7 @@ pub fn gradients<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
 pub fn random_spec(rng: &mut Rng, max_spatial: usize) -> PoolSpec {
     loop {
         let rank = rng.range(1, 3);
-        let layout = if rng.chance(0.4) {
-            Layout::ChannelsLast
-        } else {
-            Layout::ChannelsFirst
-        };
+        let layout = if rng.chance(0.4) { Layout::ChannelsLast } else { Layout::ChannelsFirst };
         let batch = rng.range(1, 3);
         let channels = rng.range(1, 5);
         let mut spatial = vec![];
@@ -109,11 +103,8 @@ pub fn random_spec(rng: &mut Rng, max_spatial: usize) -> PoolSpec {
             padding.push(p);
             dilation.push(d);
         }
-        let params = PoolParams::new(kernel)
-            .stride(stride)
-            .padding(padding)
-            .dilation(dilation)
-            .ceil_mode(rng.chance(0.5));
+        let params =
+            PoolParams::new(kernel).stride(stride).padding(padding).dilation(dilation).ceil_mode(rng.chance(0.5));
         let spec = PoolSpec::new(InputShape::new(batch, channels, spatial), params).layout(layout);
         if spec.validate().is_ok() {
             return spec;
@@ -186,10 +177,7 @@ fn tally(adapter: &str, ran: usize, passed: usize) {
     entry.0 += ran;
     entry.1 += passed;
     if let Ok(dir) = std::env::var("WGPOOL_SUMMARY_DIR") {
-        let text: String = counts
-            .iter()
-            .map(|(k, (r, p))| format!("{k}\t{r}\t{p}\n"))
-            .collect();
+        let text: String = counts.iter().map(|(k, (r, p))| format!("{k}\t{r}\t{p}\n")).collect();
         let _ = std::fs::write(format!("{dir}/gpu-cases-{}.tsv", std::process::id()), text);
     }
 }
