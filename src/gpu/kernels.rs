@@ -19,6 +19,10 @@ pub const FORWARD_WGSL: &str = include_str!("../../shaders/max_pool_forward.wgsl
 pub const BACKWARD_WGSL: &str = include_str!("../../shaders/max_pool_backward.wgsl");
 /// `shaders/max_pool_backward_tiled.wgsl`.
 pub const BACKWARD_TILED_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled.wgsl");
+/// `shaders/max_pool_forward_rows.wgsl`.
+pub const FORWARD_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_forward_rows.wgsl");
+/// `shaders/max_pool_backward_tiled_rows.wgsl`.
+pub const BACKWARD_TILED_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled_rows.wgsl");
 
 /// Threads per workgroup in every kernel (`WORKGROUP_SIZE` in `common.wgsl`).
 pub const WORKGROUP_SIZE: u32 = 256;
@@ -32,11 +36,16 @@ pub enum Kernel {
     Backward,
     /// `max_pool_backward_tiled`: scatter, for windows that tile the input.
     BackwardTiled,
+    /// `max_pool_forward_rows`: four outputs of a row per invocation (channels-first, W axis k2 s2).
+    ForwardRows,
+    /// `max_pool_backward_tiled_rows`: the scatter backward, four outputs of a row per invocation.
+    BackwardTiledRows,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 3] = [Kernel::Forward, Kernel::Backward, Kernel::BackwardTiled];
+    pub const ALL: [Kernel; 5] =
+        [Kernel::Forward, Kernel::Backward, Kernel::BackwardTiled, Kernel::ForwardRows, Kernel::BackwardTiledRows];
 
     /// The entry point's name (also the `.wgsl` file's stem).
     pub fn entry_point(self) -> &'static str {
@@ -44,6 +53,8 @@ impl Kernel {
             Kernel::Forward => "max_pool_forward",
             Kernel::Backward => "max_pool_backward",
             Kernel::BackwardTiled => "max_pool_backward_tiled",
+            Kernel::ForwardRows => "max_pool_forward_rows",
+            Kernel::BackwardTiledRows => "max_pool_backward_tiled_rows",
         }
     }
 
@@ -52,11 +63,18 @@ impl Kernel {
             Kernel::Forward => FORWARD_WGSL,
             Kernel::Backward => BACKWARD_WGSL,
             Kernel::BackwardTiled => BACKWARD_TILED_WGSL,
+            Kernel::ForwardRows => FORWARD_ROWS_WGSL,
+            Kernel::BackwardTiledRows => BACKWARD_TILED_ROWS_WGSL,
         }
     }
 
     fn is_backward(self) -> bool {
-        !matches!(self, Kernel::Forward)
+        !matches!(self, Kernel::Forward | Kernel::ForwardRows)
+    }
+
+    /// Whether one invocation handles four adjacent outputs of a row (16-byte accesses).
+    pub fn is_rows(self) -> bool {
+        matches!(self, Kernel::ForwardRows | Kernel::BackwardTiledRows)
     }
 }
 

@@ -222,6 +222,14 @@ impl Context {
         )
     }
 
+    /// Whether the row-blocked kernels apply: channels-first, W axis kernel 2 stride 2 without
+    /// padding or dilation, width divisible by 8, every tensor on a 16-byte (f16: 8-byte) boundary.
+    fn rows(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> bool {
+        !self.options.scalar_only
+            && crate::cpu::reference::rows_eligible(g)
+            && tensors.iter().all(|t| t.region.offset % (4 * t.elem) == 0)
+    }
+
     /// Four channels per invocation where the layout is channels-last, C is a multiple of 4 and
     /// every tensor starts on a 4-element boundary; otherwise one.
     fn lane_width(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> LaneWidth {
@@ -314,9 +322,12 @@ impl Context {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
+        let rows = self.rows(&g, &tensors);
+        let kernel = if rows { Kernel::ForwardRows } else { Kernel::Forward };
         let width = self.lane_width(&g, &tensors);
-        let w = width.get() as u64;
-        let pipeline = self.kernels.pipeline(&self.device, Kernel::Forward, dtype, width, &g);
+        // Elements per invocation, the unit of counts and binding bases.
+        let w = if rows { 4 } else { width.get() as u64 };
+        let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_in, base_in) = self.binding(&tensors[0], chunk, w);
@@ -327,10 +338,10 @@ impl Context {
                 counts: [outputs as u32, (chunk.groups as u64 * in_group / w) as u32, 0, f32::NEG_INFINITY.to_bits()],
                 bases: [base_in, base_val, base_idx, 0],
             };
-            let bind_group = self.bind_group(Kernel::Forward, params, vec![b_in, b_val, b_idx]);
+            let bind_group = self.bind_group(kernel, params, vec![b_in, b_val, b_idx]);
             dispatches.push((bind_group, dispatch_size(outputs, self.limits.max_compute_workgroups_per_dimension)?));
         }
-        self.encode_pass(encoder, Kernel::Forward, &pipeline, &dispatches, options);
+        self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
         Ok(())
     }
 
@@ -382,9 +393,14 @@ impl Context {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let kernel = if g.tiles() { Kernel::BackwardTiled } else { Kernel::Backward };
+        let rows = g.tiles() && self.rows(&g, &tensors);
+        let kernel = match (g.tiles(), rows) {
+            (true, true) => Kernel::BackwardTiledRows,
+            (true, false) => Kernel::BackwardTiled,
+            _ => Kernel::Backward,
+        };
         let width = self.lane_width(&g, &tensors);
-        let w = width.get() as u64;
+        let w = if rows { 4 } else { width.get() as u64 };
         let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
@@ -399,7 +415,7 @@ impl Context {
                 counts: [outputs as u32, inputs as u32, 0, f32::NEG_INFINITY.to_bits()],
                 bases: [base_go, base_gi, base_idx, base_cnt],
             };
-            let invocations = if kernel == Kernel::BackwardTiled { outputs } else { inputs };
+            let invocations = if kernel == Kernel::Backward { inputs } else { outputs };
             let bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
             dispatches
                 .push((bind_group, dispatch_size(invocations, self.limits.max_compute_workgroups_per_dimension)?));

@@ -87,6 +87,17 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
             PoolParams::new([2, 2, 2]).padding([1, 0, 1]).ceil_mode(true),
             Layout::ChannelsLast,
         ),
+        // The row-blocked kernels (W axis k2 s2, width divisible by 8), 1-D, 2-D, 3-D, with
+        // padding, dilation and overlap on the other axes.
+        (InputShape::new(2, 3, [32]), PoolParams::new([2]), Layout::ChannelsFirst),
+        (InputShape::nchw(2, 3, 7, 16), PoolParams::new([2, 2]).ceil_mode(true), Layout::ChannelsFirst),
+        (InputShape::nchw(2, 2, 9, 24), PoolParams::new([3, 2]).stride([2, 2]).padding([1, 0]), Layout::ChannelsFirst),
+        (
+            InputShape::new(1, 2, [5, 4, 8]),
+            PoolParams::new([2, 2, 2]).dilation([2, 1, 1]).padding([1, 0, 0]),
+            Layout::ChannelsFirst,
+        ),
+        (InputShape::new(1, 2, [4, 6, 16]), PoolParams::new([2, 2, 2]), Layout::ChannelsFirst),
         // Kernel 1, stride 1: identity.
         (InputShape::nchw(1, 2, 3, 3), PoolParams::new([1, 1]), Layout::ChannelsFirst),
         // Large dilation and stride 1 on 3-D.
@@ -179,6 +190,8 @@ fn tensors_above_the_binding_limit_are_split_into_chunks() {
                 Layout::ChannelsFirst,
             ),
             (InputShape::nchw(4, 3, 5, 6), PoolParams::new([2, 2]).ceil_mode(true), Layout::ChannelsLast),
+            (InputShape::nchw(3, 5, 4, 16), PoolParams::new([2, 2]), Layout::ChannelsFirst),
+            (InputShape::nchw(5, 2, 3, 4), PoolParams::new([3, 2]).padding([1, 0]), Layout::ChannelsLast),
             (
                 InputShape::new(5, 7, [33]),
                 PoolParams::new([3]).stride([2]).dilation([2]).padding([1]),
@@ -347,13 +360,25 @@ fn encoder_level_over_caller_buffers_at_offsets() {
     }
 }
 
-/// Channels-last with C a multiple of 4 runs four channels per invocation; the same cases with
-/// `scalar_only` run one. Both must equal the reference.
+/// Channels-last with C a multiple of 4 runs four channels per invocation, and channels-first
+/// with a k2 s2 W axis four outputs of a row; the same cases with `scalar_only` run one element
+/// per invocation. All must equal the reference.
 #[test]
-fn four_channel_kernels_match_the_scalar_ones() {
+fn vector_kernels_match_the_scalar_ones() {
     let mut rng = Rng::new(8);
     for base in contexts() {
         let scalar = context_with(base, ContextOptions { scalar_only: true, ..Default::default() });
+        // Channels-first cases the row-blocked kernels take.
+        for (shape, params) in [
+            (InputShape::nchw(3, 2, 6, 16), PoolParams::new([2, 2])),
+            (InputShape::new(2, 2, [3, 4, 8]), PoolParams::new([1, 2, 2]).padding([0, 1, 0])),
+        ] {
+            let spec = PoolSpec::new(shape, params);
+            let n = spec.input.numel().unwrap();
+            let input = nasty_values::<f32>(&mut rng, n);
+            check_case::<f32>(base, &spec, &input, 15);
+            check_case::<f32>(&scalar, &spec, &input, 15);
+        }
         for (shape, params) in [
             (InputShape::nchw(2, 8, 9, 7), PoolParams::new([2, 2])),
             (InputShape::nchw(2, 8, 8, 6), PoolParams::new([2, 3])),

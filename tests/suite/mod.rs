@@ -5,4 +5,5 @@ mod cpu_fast;
 mod cpu_reference;
 mod golden;
 mod gpu_vs_cpu;
+mod mirrors;
 mod naga_translate;

@@ -1,0 +1,307 @@
+//! `wgpool bench`: the performance cases as a table (GPU time from timestamps, GB/s, % of the
+//! vec4-copy bandwidth measured in the same run, CPU time, GPU/CPU speed-ups with and without the
+//! host↔device transfers), the per-call overhead, `--json` for tooling and `--plot` for a report.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wgpool::bench::{Direction, Prepared, bytes_moved, copy_bandwidth, random_data, time_for, time_wall};
+use wgpool::cases::{self, BenchCase};
+use wgpool::{Context, ContextOptions, InputShape, Layout, PoolParams, PoolSpec, cpu};
+
+use super::{CliResult, Failure};
+
+/// `wgpool bench` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Small shapes (the default on software adapters such as lavapipe and llvmpipe).
+    #[arg(long)]
+    pub quick: bool,
+    /// Full-size shapes even on a software adapter.
+    #[arg(long, conflicts_with = "quick")]
+    pub full: bool,
+    /// Only these cases (comma-separated names: A,B,C,D,E,F1,F3,G).
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// Timed GPU passes per case and direction.
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    /// Skip the CPU path (and the GPU/CPU speed-ups).
+    #[arg(long)]
+    pub no_cpu: bool,
+    /// Skip the host-level (upload + pass + readback) GPU timings.
+    #[arg(long)]
+    pub no_transfers: bool,
+    /// One element per invocation everywhere (turns off the four-channel channels-last kernels).
+    #[arg(long)]
+    pub scalar_only: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also draw throughput against tensor size (GPU and CPU, forward and backward) as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// One measured row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Case name.
+    pub case: String,
+    /// `ncx` or `nxc`.
+    pub layout: &'static str,
+    /// `fwd` or `bwd`.
+    pub direction: &'static str,
+    /// Input elements.
+    pub elements: usize,
+    /// Bytes the pass must move.
+    pub bytes: u64,
+    /// GPU pass, median ms.
+    pub gpu_ms: f64,
+    /// `timestamps` or `wall`.
+    pub gpu_source: &'static str,
+    /// Host slice → host vector on the GPU, median ms (upload, pass, readback).
+    pub gpu_host_ms: Option<f64>,
+    /// CPU path, median ms.
+    pub cpu_ms: Option<f64>,
+}
+
+impl Row {
+    fn gbps(&self) -> f64 {
+        self.bytes as f64 / (self.gpu_ms * 1e6)
+    }
+}
+
+fn selected(args: &Args, software: bool) -> Vec<BenchCase> {
+    let quick = args.quick || (software && !args.full);
+    let list = if quick { cases::quick() } else { cases::full() };
+    list.into_iter()
+        .filter(|c| args.cases.is_empty() || args.cases.iter().any(|n| n.eq_ignore_ascii_case(c.name)))
+        .collect()
+}
+
+/// Runs the benchmark.
+pub fn run(args: Args) -> CliResult {
+    let ctx = Context::with_options(&ContextOptions { scalar_only: args.scalar_only, ..Default::default() })?;
+    let software = ctx.adapter_info().device_type == wgpool::wgpu::DeviceType::Cpu;
+    let list = selected(&args, software);
+    if list.is_empty() {
+        return Err(Failure(format!("no case matches --cases {}", args.cases.join(","))));
+    }
+    let info = ctx.adapter_info();
+    println!(
+        "adapter: {:?} {} ({:?}, driver {} {})",
+        info.backend, info.name, info.device_type, info.driver, info.driver_info
+    );
+    println!("timing: {}", if ctx.has_timestamps() { "GPU timestamps" } else { "wall time (no TIMESTAMP_QUERY)" });
+    let copy_bytes = if software { 64 << 20 } else { 256 << 20 };
+    let (copy_gbps, _) = copy_bandwidth(&ctx, copy_bytes, args.iterations.max(10))?;
+    println!("vec4 copy: {copy_gbps:.0} GB/s (read + write, {} MiB)", copy_bytes >> 20);
+
+    let total: u64 = list.iter().map(|c| c.layouts.len() as u64 * 2).sum();
+    let progress = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut rows = vec![];
+    for case in &list {
+        for &layout in case.layouts {
+            let spec = case.spec(layout);
+            progress.set_message(format!("{} {}", case.name, layout.name()));
+            let prepared = Prepared::new::<f32>(&ctx, &spec, 1)?;
+            let g = prepared.geometry;
+            let input: Vec<f32> = if args.no_cpu && args.no_transfers { vec![] } else { random_data(g.input_len(), 1) };
+            let reference = if args.no_cpu && args.no_transfers { None } else { Some(cpu::forward(&spec, &input)?) };
+            let grad_output: Vec<f32> = random_data(g.output_len(), 2);
+            for direction in [Direction::Forward, Direction::Backward] {
+                let timing = prepared.time(&ctx, direction, 3, args.iterations)?;
+                let budget = Duration::from_millis(if software { 200 } else { 400 });
+                let gpu_host_ms = match (&reference, args.no_transfers) {
+                    (Some(r), false) => Some(
+                        match direction {
+                            Direction::Forward => time_for(budget, 3, || ctx.forward(&spec, &input).map(|_| ()))?,
+                            Direction::Backward => {
+                                time_for(budget, 3, || ctx.backward(&spec, &grad_output, &r.indices).map(|_| ()))?
+                            }
+                        }
+                        .median_ms(),
+                    ),
+                    _ => None,
+                };
+                let cpu_ms = match (&reference, args.no_cpu) {
+                    (Some(r), false) => Some(
+                        match direction {
+                            Direction::Forward => time_for(budget, 3, || cpu::forward(&spec, &input).map(|_| ()))?,
+                            Direction::Backward => {
+                                time_for(budget, 3, || cpu::backward(&spec, &grad_output, &r.indices).map(|_| ()))?
+                            }
+                        }
+                        .median_ms(),
+                    ),
+                    _ => None,
+                };
+                rows.push(Row {
+                    case: case.name.to_string(),
+                    layout: layout.name(),
+                    direction: direction.name(),
+                    elements: g.input_len(),
+                    bytes: bytes_moved(&g, 4, direction),
+                    gpu_ms: timing.median_ms(),
+                    gpu_source: if ctx.has_timestamps() { "timestamps" } else { "wall" },
+                    gpu_host_ms,
+                    cpu_ms,
+                });
+                progress.inc(1);
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let overhead = measure_overhead(&ctx)?;
+    print!("{}", table(&rows, copy_gbps));
+    println!(
+        "per-call overhead, 1x16x32x32 k2 forward: host level {:.3} ms (upload, pass, readback); encoder level {:.3} ms (record, submit, wait); GPU pass {:.4} ms",
+        overhead.host_ms, overhead.encoder_ms, overhead.gpu_ms
+    );
+    if let Some(path) = &args.json {
+        let text = json(ctx.adapter_info(), copy_gbps, &rows, &overhead);
+        wgpool::npy::write_file_atomic(path, text.as_bytes())?;
+    }
+    if let Some(path) = &args.plot {
+        super::bench_plot::draw(&ctx, path, software, args.no_cpu)?;
+        println!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Per-call costs on a tiny tensor.
+pub struct Overhead {
+    /// `Context::forward` (host slice in, host vectors out), median ms.
+    pub host_ms: f64,
+    /// Record into an encoder, submit, wait, median ms (cached pipeline and bind group).
+    pub encoder_ms: f64,
+    /// The GPU time of the same pass, median ms.
+    pub gpu_ms: f64,
+}
+
+fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
+    let spec = PoolSpec::new(InputShape::nchw(1, 16, 32, 32), PoolParams::new([2, 2]));
+    let input: Vec<f32> = random_data(spec.input.numel()?, 3);
+    let host_ms = time_wall(50, || ctx.forward(&spec, &input))?.median_ms();
+    let prepared = Prepared::new::<f32>(ctx, &spec, 3)?;
+    let encoder_ms = time_wall(50, || {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        prepared.record(ctx, &mut encoder, Direction::Forward, Default::default())?;
+        let submission = ctx.queue().submit([encoder.finish()]);
+        ctx.wait(Some(submission))
+    })?
+    .median_ms();
+    let gpu_ms = prepared.time(ctx, Direction::Forward, 3, 50)?.median_ms();
+    Ok(Overhead { host_ms, encoder_ms, gpu_ms })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "-".into())
+}
+
+/// The results as a text table.
+pub fn table(rows: &[Row], copy_gbps: f64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<4} {:<4} {:<3} {:>11} {:>9} {:>7} {:>6} {:>9} {:>9} {:>8} {:>9}",
+        "case", "lay", "dir", "elements", "gpu ms", "GB/s", "%copy", "cpu ms", "gpu+io ms", "cpu/gpu", "cpu/gpuio"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<4} {:<4} {:<3} {:>11} {:>9.4} {:>7.0} {:>5.0}% {:>9} {:>9} {:>8} {:>9}",
+            r.case,
+            r.layout,
+            r.direction,
+            r.elements,
+            r.gpu_ms,
+            r.gbps(),
+            100.0 * r.gbps() / copy_gbps,
+            opt(r.cpu_ms, 3),
+            opt(r.gpu_host_ms, 3),
+            opt(r.cpu_ms.map(|c| c / r.gpu_ms), 1),
+            opt(r.cpu_ms.zip(r.gpu_host_ms).map(|(c, h)| c / h), 2),
+        );
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite()).map(|v| format!("{v}")).unwrap_or_else(|| "null".into())
+}
+
+/// The results as JSON (no serde: a flat, stable schema).
+pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], overhead: &Overhead) -> String {
+    let mut s = String::from("{\n");
+    let _ = writeln!(
+        s,
+        "  \"adapter\": {{\"name\": {}, \"backend\": {}, \"device_type\": {}, \"driver\": {}, \"driver_info\": {}}},",
+        json_str(&info.name),
+        json_str(&format!("{:?}", info.backend)),
+        json_str(&format!("{:?}", info.device_type)),
+        json_str(&info.driver),
+        json_str(&info.driver_info)
+    );
+    let _ = writeln!(s, "  \"copy_gbps\": {},", json_num(Some(copy_gbps)));
+    let _ = writeln!(
+        s,
+        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}}},",
+        json_num(Some(overhead.host_ms)),
+        json_num(Some(overhead.encoder_ms)),
+        json_num(Some(overhead.gpu_ms))
+    );
+    s.push_str("  \"rows\": [\n");
+    for (i, r) in rows.iter().enumerate() {
+        let _ = write!(
+            s,
+            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}}}",
+            json_str(&r.case),
+            json_str(r.layout),
+            json_str(r.direction),
+            r.elements,
+            r.bytes,
+            json_num(Some(r.gpu_ms)),
+            json_str(r.gpu_source),
+            json_num(Some(r.gbps())),
+            json_num(Some(r.gbps() / copy_gbps)),
+            json_num(r.gpu_host_ms),
+            json_num(r.cpu_ms)
+        );
+        s.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
+    }
+    s.push_str("  ]\n}\n");
+    s
+}
+
+/// The layouts a case is measured in, for the plot's sweep.
+pub fn sweep_specs(software: bool) -> Vec<PoolSpec> {
+    let batches: &[usize] = if software { &[1, 2, 4, 8] } else { &[1, 2, 4, 8, 16, 32, 64] };
+    batches
+        .iter()
+        .map(|&n| {
+            PoolSpec::new(InputShape::nchw(n, 64, 112, 112), PoolParams::new([2, 2])).layout(Layout::ChannelsFirst)
+        })
+        .collect()
+}

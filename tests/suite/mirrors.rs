@@ -1,0 +1,86 @@
+//! The CPU mirrors of the specialised kernels against the general ones: the tiled scatter against
+//! the gather, the row-blocked kernels against the per-output ones, on random geometries.
+
+use super::common::*;
+use wgpool::cpu::reference;
+use wgpool::{Element, InputShape, Layout, PoolParams, PoolSpec, f16};
+
+fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
+    let g = spec.validate().unwrap();
+    let name = format!("{spec:?}");
+    let input: Vec<T> = nasty_values(rng, g.input_len());
+    let mut values = vec![T::ZERO; g.output_len()];
+    let mut indices = vec![0u32; g.output_len()];
+    reference::max_pool_forward(&g, &input, &mut values, &mut indices);
+    let grad: Vec<T> = gradients(rng, g.output_len());
+    let mut gather = vec![T::ZERO; g.input_len()];
+    assert_eq!(reference::max_pool_backward(&g, &grad, &indices, &mut gather), 0, "{name}");
+    if g.tiles() {
+        let mut scatter = vec![T::from_f32(f32::NAN); g.input_len()];
+        assert_eq!(reference::max_pool_backward_tiled(&g, &grad, &indices, &mut scatter), 0, "{name}");
+        assert_bits_eq("tiled grad_input", &name, &scatter, &gather);
+    }
+    if reference::rows_eligible(&g) {
+        let mut rows_values = vec![T::from_f32(f32::NAN); g.output_len()];
+        let mut rows_indices = vec![7u32; g.output_len()];
+        reference::max_pool_forward_rows(&g, &input, &mut rows_values, &mut rows_indices);
+        assert_bits_eq("rows values", &name, &rows_values, &values);
+        assert_eq!(rows_indices, indices, "{name}: rows indices");
+        if g.tiles() {
+            let mut rows_gi = vec![T::from_f32(f32::NAN); g.input_len()];
+            assert_eq!(reference::max_pool_backward_tiled_rows(&g, &grad, &indices, &mut rows_gi), 0, "{name}");
+            assert_bits_eq("rows grad_input", &name, &rows_gi, &gather);
+            // One bad index per block of four is counted once.
+            let mut bad = indices.clone();
+            bad[0] = u32::MAX - 1;
+            let mut scratch = vec![T::ZERO; g.input_len()];
+            assert_eq!(reference::max_pool_backward_tiled_rows(&g, &grad, &bad, &mut scratch), 1, "{name}");
+        }
+    }
+}
+
+/// Random geometries whose W axis is k2 s2 (so the row-blocked kernels apply) plus general ones.
+fn rows_spec(rng: &mut Rng) -> PoolSpec {
+    let rank = rng.range(1, 3);
+    let mut spatial = vec![];
+    let mut kernel = vec![];
+    let mut stride = vec![];
+    let mut padding = vec![];
+    let mut dilation = vec![];
+    for axis in 0..rank {
+        if axis + 1 == rank {
+            spatial.push(8 * rng.range(1, 3));
+            kernel.push(2);
+            stride.push(2);
+            padding.push(0);
+            dilation.push(1);
+        } else {
+            let k = rng.range(1, 3);
+            spatial.push(rng.range(1, 7));
+            kernel.push(k);
+            stride.push(if rng.chance(0.5) { k } else { rng.range(1, 3) });
+            padding.push(rng.range(0, k / 2));
+            dilation.push(if rng.chance(0.2) { 2 } else { 1 });
+        }
+    }
+    let params = PoolParams::new(kernel).stride(stride).padding(padding).dilation(dilation).ceil_mode(rng.chance(0.5));
+    PoolSpec::new(InputShape::new(rng.range(1, 2), rng.range(1, 3), spatial), params)
+}
+
+#[test]
+fn specialised_mirrors_equal_the_general_ones() {
+    let mut rng = Rng::new(21);
+    for i in 0..300 {
+        let spec = if i % 2 == 0 { rows_spec(&mut rng) } else { random_spec(&mut rng, 8) };
+        if spec.validate().is_err() {
+            continue;
+        }
+        check_mirrors::<f32>(&spec, &mut rng);
+        if i % 5 == 0 {
+            check_mirrors::<f16>(&spec, &mut rng);
+        }
+    }
+    // Channels-last with one channel has one lane, like channels-first.
+    let spec = PoolSpec::new(InputShape::nchw(2, 1, 4, 16), PoolParams::new([2, 2])).layout(Layout::ChannelsLast);
+    check_mirrors::<f32>(&spec, &mut rng);
+}
