@@ -70,10 +70,7 @@ enum Problem {
 impl Problem {
     fn at(self, path: &str) -> Error {
         match self {
-            Problem::Malformed(reason) => Error::File {
-                path: path.to_string(),
-                reason,
-            },
+            Problem::Malformed(reason) => Error::File { path: path.to_string(), reason },
             Problem::Unsupported(reason) => Error::Unsupported(format!("{path}: {reason}")),
         }
     }
@@ -306,16 +303,14 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
 }
 
 fn parse_header_inner(bytes: &[u8]) -> std::result::Result<Header, Problem> {
+    if bytes.is_empty() {
+        return Err(malformed("empty file, not a .npy file"));
+    }
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(malformed(
-            "not a .npy file (it does not start with the \\x93NUMPY magic)",
-        ));
+        return Err(malformed("not a .npy file (it does not start with the \\x93NUMPY magic)"));
     }
     if bytes.len() < 10 {
-        return Err(malformed(format!(
-            "truncated .npy header ({} bytes)",
-            bytes.len()
-        )));
+        return Err(malformed(format!("truncated .npy header ({} bytes)", bytes.len())));
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (len_bytes, utf8) = match (major, minor) {
@@ -330,10 +325,7 @@ fn parse_header_inner(bytes: &[u8]) -> std::result::Result<Header, Problem> {
     };
     let text_start = 8 + len_bytes;
     if bytes.len() < text_start {
-        return Err(malformed(format!(
-            "truncated .npy header ({} bytes)",
-            bytes.len()
-        )));
+        return Err(malformed(format!("truncated .npy header ({} bytes)", bytes.len())));
     }
     let header_len = if len_bytes == 2 {
         u16::from_le_bytes([bytes[8], bytes[9]]) as usize
@@ -355,25 +347,16 @@ fn parse_header_inner(bytes: &[u8]) -> std::result::Result<Header, Problem> {
     }
     let raw = &bytes[text_start..data_offset];
     let text: String = if utf8 {
-        std::str::from_utf8(raw)
-            .map_err(|_| malformed("the .npy header is not valid UTF-8"))?
-            .to_string()
+        std::str::from_utf8(raw).map_err(|_| malformed("the .npy header is not valid UTF-8"))?.to_string()
     } else {
         // Versions 1 and 2 are latin-1.
         raw.iter().map(|&b| b as char).collect()
     };
     let dict = parse_dict(&text).map_err(|e| malformed(format!("bad .npy header: {e}")))?;
     let (element, big_endian) = parse_descr(&dict.descr)?;
-    let numel = dict
-        .shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| {
-            malformed(format!(
-                "the shape {:?} has more elements than this machine can address",
-                dict.shape
-            ))
-        })?;
+    let numel = dict.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+        malformed(format!("the shape {:?} has more elements than this machine can address", dict.shape))
+    })?;
     let data_len = numel.checked_mul(element.size()).ok_or_else(|| {
         malformed(format!(
             "the shape {:?} of {} needs more bytes than this machine can address",
@@ -398,9 +381,8 @@ fn parse_descr(descr: &str) -> std::result::Result<(ElementType, bool), Problem>
     if !descr.is_ascii() || descr.len() < 2 || descr.len() > 32 {
         return Err(malformed(format!("invalid dtype {descr:?} in the .npy header")));
     }
-    let ts: TypeStr = descr
-        .parse()
-        .map_err(|e| malformed(format!("invalid dtype {descr:?} in the .npy header: {e}")))?;
+    let ts: TypeStr =
+        descr.parse().map_err(|e| malformed(format!("invalid dtype {descr:?} in the .npy header: {e}")))?;
     let big_endian = ts.endianness() == Endianness::Big;
     let element = match (ts.type_char(), ts.size_field(), ts.time_units()) {
         (TypeChar::Float, 4, None) => ElementType::F32,
@@ -452,12 +434,7 @@ impl Cursor<'_> {
                 self.i += 1;
                 Ok(())
             }
-            Some(x) => Err(format!(
-                "expected '{}' at byte {} but found {:?}",
-                c as char,
-                self.i,
-                describe_byte(x)
-            )),
+            Some(x) => Err(format!("expected '{}' at byte {} but found {:?}", c as char, self.i, describe_byte(x))),
             None => Err(format!("expected '{}' but the header ended", c as char)),
         }
     }
@@ -466,11 +443,7 @@ impl Cursor<'_> {
         let quote = match self.peek() {
             Some(q @ (b'\'' | b'"')) => q,
             Some(x) => {
-                return Err(format!(
-                    "expected a string at byte {} but found {:?}",
-                    self.i,
-                    describe_byte(x)
-                ));
+                return Err(format!("expected a string at byte {} but found {:?}", self.i, describe_byte(x)));
             }
             None => return Err("expected a string but the header ended".into()),
         };
@@ -501,10 +474,7 @@ impl Cursor<'_> {
         match self.word() {
             b"True" => Ok(true),
             b"False" => Ok(false),
-            w => Err(format!(
-                "fortran_order must be True or False, found {:?}",
-                String::from_utf8_lossy(w)
-            )),
+            w => Err(format!("fortran_order must be True or False, found {:?}", String::from_utf8_lossy(w))),
         }
     }
     fn shape(&mut self) -> std::result::Result<Vec<usize>, String> {
@@ -528,20 +498,16 @@ impl Cursor<'_> {
                 value = value
                     .checked_mul(10)
                     .and_then(|v| v.checked_add((c - b'0') as usize))
-                    .ok_or_else(|| {
-                        format!("shape dimension {} is too large for this machine", dims.len())
-                    })?;
+                    .ok_or_else(|| format!("shape dimension {} is too large for this machine", dims.len()))?;
                 digits += 1;
                 self.i += 1;
             }
             if digits == 0 {
                 return Err(match self.peek() {
                     Some(b'-') => "shape dimensions cannot be negative".to_string(),
-                    Some(x) => format!(
-                        "expected a shape dimension at byte {} but found {:?}",
-                        self.i,
-                        describe_byte(x)
-                    ),
+                    Some(x) => {
+                        format!("expected a shape dimension at byte {} but found {:?}", self.i, describe_byte(x))
+                    }
                     None => "the shape is not closed".to_string(),
                 });
             }
@@ -572,18 +538,11 @@ impl Cursor<'_> {
 }
 
 fn describe_byte(b: u8) -> String {
-    if b.is_ascii_graphic() {
-        (b as char).to_string()
-    } else {
-        format!("\\x{b:02x}")
-    }
+    if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") }
 }
 
 fn parse_dict(text: &str) -> std::result::Result<Dict, String> {
-    let mut c = Cursor {
-        s: text.as_bytes(),
-        i: 0,
-    };
+    let mut c = Cursor { s: text.as_bytes(), i: 0 };
     c.expect(b'{')?;
     let mut descr = None;
     let mut fortran_order = None;
@@ -600,10 +559,7 @@ fn parse_dict(text: &str) -> std::result::Result<Dict, String> {
             "descr" => {
                 c.skip_ws();
                 if c.peek() == Some(b'[') {
-                    return Err(
-                        "structured (record) dtypes are not supported: save a plain float32 array"
-                            .into(),
-                    );
+                    return Err("structured (record) dtypes are not supported: save a plain float32 array".into());
                 }
                 descr.replace(c.string()?).is_some()
             }
@@ -619,22 +575,14 @@ fn parse_dict(text: &str) -> std::result::Result<Dict, String> {
             Some(b',') => c.i += 1,
             Some(b'}') => {}
             Some(x) => {
-                return Err(format!(
-                    "expected ',' or '}}' at byte {} but found {:?}",
-                    c.i,
-                    describe_byte(x)
-                ));
+                return Err(format!("expected ',' or '}}' at byte {} but found {:?}", c.i, describe_byte(x)));
             }
             None => return Err("the dictionary is not closed".into()),
         }
     }
     c.skip_ws();
     if c.i != c.s.len() {
-        return Err(format!(
-            "unexpected {:?} after the dictionary at byte {}",
-            describe_byte(c.s[c.i]),
-            c.i
-        ));
+        return Err(format!("unexpected {:?} after the dictionary at byte {}", describe_byte(c.s[c.i]), c.i));
     }
     Ok(Dict {
         descr: descr.ok_or("the key 'descr' is missing")?,
@@ -657,28 +605,20 @@ pub fn read_array(bytes: &[u8]) -> Result<Array> {
 
 /// Decodes a float32 or float16 `.npy` file held in memory: its shape and values.
 pub fn read_values(bytes: &[u8]) -> Result<(Vec<usize>, Values)> {
-    decode(bytes)
-        .and_then(Array::into_values_at)
-        .map_err(|p| p.at(MEMORY))
+    decode(bytes).and_then(Array::into_values_at).map_err(|p| p.at(MEMORY))
 }
 
 /// Decodes an int64, int32 or uint32 `.npy` index file held in memory: its shape and the
 /// indices as u32 (−1 forms become [`NO_INDEX`]).
 pub fn read_indices(bytes: &[u8]) -> Result<(Vec<usize>, Vec<u32>)> {
-    decode(bytes)
-        .and_then(Array::into_indices_at)
-        .map_err(|p| p.at(MEMORY))
+    decode(bytes).and_then(Array::into_indices_at).map_err(|p| p.at(MEMORY))
 }
 
 fn decode(bytes: &[u8]) -> std::result::Result<Array, Problem> {
     let header = parse_header_inner(bytes)?;
     let data = &bytes[header.data_offset..];
     if data.len() != header.data_len {
-        let what = if data.len() < header.data_len {
-            "truncated"
-        } else {
-            "trailing bytes after the data"
-        };
+        let what = if data.len() < header.data_len { "truncated" } else { "trailing bytes after the data" };
         return Err(malformed(format!(
             "{what}: shape {:?} of {} needs {} data bytes but the file has {}",
             header.shape,
@@ -689,16 +629,8 @@ fn decode(bytes: &[u8]) -> std::result::Result<Array, Problem> {
     }
     let be = header.big_endian;
     let mut data = match header.element {
-        ElementType::F32 => Data::F32(
-            data.chunks_exact(4)
-                .map(|c| f32::from_bits(word4(c, be)))
-                .collect(),
-        ),
-        ElementType::F16 => Data::F16(
-            data.chunks_exact(2)
-                .map(|c| f16::from_bits(word2(c, be)))
-                .collect(),
-        ),
+        ElementType::F32 => Data::F32(data.chunks_exact(4).map(|c| f32::from_bits(word4(c, be))).collect()),
+        ElementType::F16 => Data::F16(data.chunks_exact(2).map(|c| f16::from_bits(word2(c, be))).collect()),
         ElementType::I32 => Data::I32(data.chunks_exact(4).map(|c| word4(c, be) as i32).collect()),
         ElementType::U32 => Data::U32(data.chunks_exact(4).map(|c| word4(c, be)).collect()),
         ElementType::I64 => Data::I64(data.chunks_exact(8).map(|c| word8(c, be) as i64).collect()),
@@ -713,37 +645,22 @@ fn decode(bytes: &[u8]) -> std::result::Result<Array, Problem> {
             Data::U32(v) => Data::U32(fortran_to_c(&v, shape)),
         };
     }
-    Ok(Array {
-        shape: header.shape,
-        data,
-    })
+    Ok(Array { shape: header.shape, data })
 }
 
 fn word2(c: &[u8], big_endian: bool) -> u16 {
     let b = [c[0], c[1]];
-    if big_endian {
-        u16::from_be_bytes(b)
-    } else {
-        u16::from_le_bytes(b)
-    }
+    if big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) }
 }
 
 fn word4(c: &[u8], big_endian: bool) -> u32 {
     let b = [c[0], c[1], c[2], c[3]];
-    if big_endian {
-        u32::from_be_bytes(b)
-    } else {
-        u32::from_le_bytes(b)
-    }
+    if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
 }
 
 fn word8(c: &[u8], big_endian: bool) -> u64 {
     let b = [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
-    if big_endian {
-        u64::from_be_bytes(b)
-    } else {
-        u64::from_le_bytes(b)
-    }
+    if big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) }
 }
 
 /// Reorders column-major data of `shape` into row-major order. `data.len()` is the shape's
@@ -784,10 +701,7 @@ fn fortran_to_c<T: Copy>(data: &[T], shape: &[usize]) -> Vec<T> {
 // ---------------------------------------------------------------------------------------------
 
 fn io_error(path: &str, what: &str, e: &std::io::Error) -> Error {
-    Error::File {
-        path: path.to_string(),
-        reason: format!("{what}: {e}"),
-    }
+    Error::File { path: path.to_string(), reason: format!("{what}: {e}") }
 }
 
 /// Reads a file, bounded by what its header claims: the header is read and checked first, and
@@ -795,32 +709,20 @@ fn io_error(path: &str, what: &str, e: &std::io::Error) -> Error {
 fn read_file_bytes(path: &Path) -> Result<Vec<u8>> {
     let name = path.display().to_string();
     let mut file = File::open(path).map_err(|e| io_error(&name, "cannot open", &e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| io_error(&name, "cannot read metadata", &e))?;
+    let meta = file.metadata().map_err(|e| io_error(&name, "cannot read metadata", &e))?;
     if meta.is_dir() {
-        return Err(Error::File {
-            path: name,
-            reason: "is a directory, not a .npy file".into(),
-        });
+        return Err(Error::File { path: name, reason: "is a directory, not a .npy file".into() });
     }
     // A bounded prefix holds any acceptable header.
     let prefix_cap = (12 + MAX_HEADER_LEN) as u64;
     let mut bytes = Vec::new();
-    (&mut file)
-        .take(prefix_cap)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(&name, "cannot read", &e))?;
+    (&mut file).take(prefix_cap).read_to_end(&mut bytes).map_err(|e| io_error(&name, "cannot read", &e))?;
     let header = parse_header_inner(&bytes).map_err(|p| p.at(&name))?;
     // Everything the header claims, plus one byte to notice trailing data.
     let total = header.data_offset as u64 + header.data_len as u64;
     if meta.is_file() && meta.len() != total {
         // Let `decode` word the error the same way for files and memory, without reading.
-        let what = if meta.len() < total {
-            "truncated"
-        } else {
-            "trailing bytes after the data"
-        };
+        let what = if meta.len() < total { "truncated" } else { "trailing bytes after the data" };
         return Err(Error::File {
             path: name,
             reason: format!(
@@ -835,17 +737,12 @@ fn read_file_bytes(path: &Path) -> Result<Vec<u8>> {
     if (bytes.len() as u64) < total {
         let rest = total - bytes.len() as u64;
         if meta.is_file() {
-            bytes
-                .try_reserve_exact(rest as usize)
-                .map_err(|e| Error::File {
-                    path: name.clone(),
-                    reason: format!("cannot allocate {rest} bytes: {e}"),
-                })?;
+            bytes.try_reserve_exact(rest as usize).map_err(|e| Error::File {
+                path: name.clone(),
+                reason: format!("cannot allocate {rest} bytes: {e}"),
+            })?;
         }
-        (&mut file)
-            .take(rest + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_error(&name, "cannot read", &e))?;
+        (&mut file).take(rest + 1).read_to_end(&mut bytes).map_err(|e| io_error(&name, "cannot read", &e))?;
     }
     Ok(bytes)
 }
@@ -862,9 +759,7 @@ pub fn read_values_file(path: impl AsRef<Path>) -> Result<(Vec<usize>, Values)> 
     let path = path.as_ref();
     let name = path.display().to_string();
     let bytes = read_file_bytes(path)?;
-    decode(&bytes)
-        .and_then(Array::into_values_at)
-        .map_err(|p| p.at(&name))
+    decode(&bytes).and_then(Array::into_values_at).map_err(|p| p.at(&name))
 }
 
 /// Reads an int64, int32 or uint32 `.npy` index file: its shape and the indices as u32 (−1 forms
@@ -873,9 +768,7 @@ pub fn read_indices_file(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<u32>
     let path = path.as_ref();
     let name = path.display().to_string();
     let bytes = read_file_bytes(path)?;
-    decode(&bytes)
-        .and_then(Array::into_indices_at)
-        .map_err(|p| p.at(&name))
+    decode(&bytes).and_then(Array::into_indices_at).map_err(|p| p.at(&name))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -883,14 +776,11 @@ pub fn read_indices_file(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<u32>
 // ---------------------------------------------------------------------------------------------
 
 fn check_shape(shape: &[usize], len: usize) -> Result<()> {
-    let numel = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| Error::TooLarge {
-            what: format!("element count of shape {shape:?}"),
-            value: shape.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)),
-            limit: usize::MAX as u128,
-        })?;
+    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::TooLarge {
+        what: format!("element count of shape {shape:?}"),
+        value: shape.iter().fold(1u128, |a, &d| a.saturating_mul(d as u128)),
+        limit: usize::MAX as u128,
+    })?;
     if numel != len {
         return Err(Error::ShapeMismatch {
             what: format!("elements for an .npy array of shape {shape:?}"),
@@ -905,14 +795,7 @@ fn check_shape(shape: &[usize], len: usize) -> Result<()> {
 fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [d] => format!("({d},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
     // magic (6) + version (2) + length (2) + dict + padding + '\n' ≡ 0 (mod 64)
@@ -932,9 +815,7 @@ fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
 pub fn encode_values<T: Element>(shape: &[usize], data: &[T]) -> Result<Vec<u8>> {
     check_shape(shape, data.len())?;
     if shape.len() > MAX_DIMS {
-        return Err(Error::Unsupported(format!(
-            "an .npy array has at most {MAX_DIMS} dimensions"
-        )));
+        return Err(Error::Unsupported(format!("an .npy array has at most {MAX_DIMS} dimensions")));
     }
     let (descr, size) = match T::DTYPE {
         DType::F32 => ("<f4", 4),
@@ -961,9 +842,7 @@ pub fn encode_values<T: Element>(shape: &[usize], data: &[T]) -> Result<Vec<u8>>
 pub fn encode_indices(shape: &[usize], indices: &[u32]) -> Result<Vec<u8>> {
     check_shape(shape, indices.len())?;
     if shape.len() > MAX_DIMS {
-        return Err(Error::Unsupported(format!(
-            "an .npy array has at most {MAX_DIMS} dimensions"
-        )));
+        return Err(Error::Unsupported(format!("an .npy array has at most {MAX_DIMS} dimensions")));
     }
     let mut out = header_bytes("<i8", shape);
     let bytes = indices.len().checked_mul(8).ok_or_else(|| Error::TooLarge {
@@ -997,27 +876,18 @@ impl StagedFile {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dest = dest.as_ref().to_path_buf();
         let name = dest.display().to_string();
-        let file_name = dest.file_name().ok_or_else(|| Error::File {
-            path: name.clone(),
-            reason: "not a file name".into(),
-        })?;
+        let file_name =
+            dest.file_name().ok_or_else(|| Error::File { path: name.clone(), reason: "not a file name".into() })?;
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
         if dest.is_dir() {
-            return Err(Error::File {
-                path: name,
-                reason: "is a directory".into(),
-            });
+            return Err(Error::File { path: name, reason: "is a directory".into() });
         }
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(file_name);
-        temp_name.push(format!(
-            ".wgpool-tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        temp_name.push(format!(".wgpool-tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let temp = dir.join(temp_name);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -1025,14 +895,8 @@ impl StagedFile {
             .open(&temp)
             .map_err(|e| io_error(&name, "cannot create a temporary file next to it", &e))?;
         // From here on, dropping `staged` removes the temporary file.
-        let staged = StagedFile {
-            temp,
-            dest,
-            committed: false,
-        };
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error(&name, "cannot write", &e))?;
+        let staged = StagedFile { temp, dest, committed: false };
+        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| io_error(&name, "cannot write", &e))?;
         Ok(staged)
     }
 
@@ -1064,11 +928,7 @@ pub fn write_file_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes values as a `.npy` file (`<f4` or `<f2`) through a temporary file and a rename.
-pub fn write_values_file<T: Element>(
-    path: impl AsRef<Path>,
-    shape: &[usize],
-    data: &[T],
-) -> Result<()> {
+pub fn write_values_file<T: Element>(path: impl AsRef<Path>, shape: &[usize], data: &[T]) -> Result<()> {
     write_file_atomic(path, &encode_values(shape, data)?)
 }
 
