@@ -13,6 +13,7 @@ mkdir -p "$out"
 for f in .gl/*.deb; do dpkg -x "$f" / ; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+export XDG_RUNTIME_DIR=/tmp
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 bin=.gpu-bin
 chmod +x $bin/* 2>/dev/null
@@ -24,13 +25,17 @@ chmod +x $bin/* 2>/dev/null
 cat "$out/info.txt"
 
 echo "== correctness: GPU against the CPU reference and PyTorch golden data, every adapter"
-mkdir -p "$out/summary"
-WGPOOL_SUMMARY_DIR="$out/summary" timeout 240 $bin/tests --test-threads 4 gpu_vs_cpu golden naga 2>&1 | grep -v "^test .* ok$" | tail -25
-cat "$out"/summary/*.tsv 2>/dev/null
+summary=$(mktemp -d)
+WGPOOL_SUMMARY_DIR="$summary" timeout 240 $bin/tests --test-threads 4 gpu_vs_cpu golden naga > "$out/tests.txt" 2>&1
+echo "GPU cases per adapter (adapter, ran, passed):" >> "$out/tests.txt"
+cat "$summary"/*.tsv >> "$out/tests.txt" 2>/dev/null
+grep -v "^test .* ok$" "$out/tests.txt" | tail -25
 
-echo "== wgpool bench (Vulkan, default kernels)"
-WGPU_BACKEND=vulkan timeout 300 $bin/wgpool bench --json "$out/bench.json" --plot "$out/report.svg" 2>&1 | tail -30
-echo "== wgpool bench, one element per invocation (channels-last cases only matter)"
-WGPU_BACKEND=vulkan timeout 120 $bin/wgpool bench --scalar-only --no-cpu --no-transfers --cases A,B,C,E,G --json "$out/bench_scalar.json" 2>&1 | grep -E "nxc|copy"
+echo "== wgpool bench (Vulkan): default kernels against one element per invocation, CPU path, transfers"
+WGPU_BACKEND=vulkan timeout 300 $bin/wgpool bench --compare-scalar --json "$out/bench.json" --plot "$out/report.svg" 2>&1 | tee "$out/bench.txt" | tail -32
+echo "== 2-D dispatch grids forced (at most 4096 workgroups per dimension)"
+WGPU_BACKEND=vulkan timeout 100 $bin/wgpool bench --no-cpu --no-transfers --cases A,C,G --max-workgroups-per-dimension 4096 --json "$out/bench_2d.json" 2>&1 | tail -7
 echo "== PyTorch on the same card"
-timeout 240 python3 benches/compare_torch.py --json "$out/torch.json" 2>&1 | tail -30
+timeout 240 python3 benches/compare_torch.py --cuda-only --quiet-wait 0 --json "$out/torch.json" > "$out/torch.txt" 2>&1 \
+  || timeout 120 python3 .gpu-bin/bench_torch_cuda.py >> "$out/torch.txt" 2>&1
+tail -24 "$out/torch.txt"

@@ -7,7 +7,8 @@
 // - width 4: `V = vec4<T>`, `I = vec4<u32>`, `B = vec4<bool>`, `VF = vec4<f32>` — four adjacent
 //   channels of a channels-last tensor per invocation (16-byte loads and stores). Every lane does
 //   exactly the width-1 computation; the kernels are written once for both widths with `select`.
-// `count_false(b: B) -> u32` comes from the header too.
+// `count_false(b: B) -> u32`, `nan_result(V)`, `nan_result4(vec4<T>)` and `indefinite() -> T`
+// (PyTorch's CPU NaN bits for backward sums, see `Element::nan_result`) come from the header too.
 //
 // Geometry is always three spatial axes (D, H, W); 1-D and 2-D problems arrive with unit axes in
 // front. It is given as pipeline-override constants, so every pipeline is specialised to its
@@ -35,6 +36,11 @@ override P_W: u32 = 0u;
 override DIL_D: u32 = 1u;
 override DIL_H: u32 = 1u;
 override DIL_W: u32 = 1u;
+// The most windows that share one input element on each axis, ceil(eff / stride): constant trip
+// counts let the backward's window loops unroll.
+override CAND_D: u32 = 1u;
+override CAND_H: u32 = 1u;
+override CAND_W: u32 = 1u;
 
 // One spatial axis (mirrors `params::Axis`).
 struct Axis {
@@ -56,15 +62,17 @@ fn axis_w() -> Axis {
     return Axis(IN_W, OUT_W, K_W, S_W, P_W, DIL_W);
 }
 
-// What changes between the chunks of one call.
+// What changes between the chunks of one call, and the constants WGSL cannot spell.
 struct Params {
-    // x: output elements in this chunk, y: input elements in this chunk,
-    // z: unused, w: the bits of -inf as f32 (WGSL cannot spell -inf as a literal, and browsers
-    // reject even a bitcast constant of it).
+    // x: output elements in this chunk, y: input elements in this chunk, z, w: unused.
     counts: vec4<u32>,
     // Element offsets inside the bindings (bindings start at an aligned byte offset):
     // x: input / grad_output, y: values / grad_input, z: indices, w: the invalid-index counter.
     bases: vec4<u32>,
+    // x: the NaN a NaN gradient gives (f16), y: the NaN inf + -inf gives (PyTorch's CPU bits, see
+    // the header's `indefinite`), z: -inf, w: unused. WGSL cannot spell -inf or NaN as literals,
+    // and browsers reject even bitcast constants of them.
+    constants: vec4<T>,
 }
 
 const NO_INDEX: u32 = 0xffffffffu;
@@ -98,4 +106,14 @@ fn window_contains(a: Axis, o: u32, i: I) -> B {
     // `rel` wraps where z < start; that lane is already false.
     let rel = z - start;
     return (i < I(a.input)) & (z >= I(start)) & (rel % a.dilation == I(0u)) & (rel / a.dilation < I(a.kernel));
+}
+
+// `0 + g` as PyTorch's CPU backward computes it: -0.0 becomes +0.0, a NaN gets PyTorch's bits.
+fn gradient_term(g: V) -> V {
+    return select(select(g, V(0.0), g == V(0.0)), nan_result(g), is_nan(g));
+}
+
+fn gradient_term4(g: vec4<T>) -> vec4<T> {
+    let nan = (bitcast<vec4<u32>>(vec4<f32>(g)) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+    return select(select(g, vec4<T>(0.0), g == vec4<T>(0.0)), nan_result4(g), nan);
 }

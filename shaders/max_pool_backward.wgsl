@@ -67,18 +67,41 @@ fn max_pool_backward(
     let wd = candidate_windows(axis_d(), id);
     let wh = candidate_windows(axis_h(), ih);
     let ww = candidate_windows(axis_w(), iw);
-    // Starts from +0.0, so a lone -0.0 gradient lands as +0.0 (PyTorch computes 0 + sum).
+    // The sum of the gradients that land here, in output order, from +0.0 (so a lone -0.0 lands
+    // as +0.0, as PyTorch computes 0 + sum). NaN bits follow PyTorch's CPU whatever the GPU does
+    // with NaNs: the first NaN event decides (a NaN gradient: nan_result; inf + -inf: indefinite).
     var acc = V(0.0);
+    var nan = V(0.0);
+    var has_nan = B(false);
     var invalid = 0u;
-    for (var od = wd.x; od <= wd.y; od++) {
-        for (var oh = wh.x; oh <= wh.y; oh++) {
-            for (var ow = ww.x; ow <= ww.y; ow++) {
+    // Windows wd.x ..= wd.y (at most CAND_D of them), and likewise on H and W, in output order.
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = wd.x + jd;
+        if od > wd.y {
+            break;
+        }
+        for (var jh = 0u; jh < CAND_H; jh++) {
+            let oh = wh.x + jh;
+            if oh > wh.y {
+                break;
+            }
+            for (var jw = 0u; jw < CAND_W; jw++) {
+                let ow = ww.x + jw;
+                if ow > ww.y {
+                    break;
+                }
                 let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
                 let index = indices[index_base + o];
                 let hit = index == pos;
                 if any(hit) {
+                    let g = grad_output[output_base + o];
+                    let g_nan = hit & is_nan(g);
                     // Adding +0.0 in the other lanes leaves them unchanged: acc is never -0.0.
-                    acc = acc + select(V(0.0), grad_output[output_base + o], hit);
+                    let sum = acc + select(V(0.0), g, hit & !g_nan);
+                    let event = !has_nan & (g_nan | is_nan(sum));
+                    nan = select(nan, select(V(indefinite()), nan_result(g), g_nan), event);
+                    has_nan = has_nan | event;
+                    acc = sum;
                 }
                 if id == anchor(axis_d(), od) && ih == anchor(axis_h(), oh) && iw == anchor(axis_w(), ow) {
                     invalid += count_false(index_valid(od, oh, ow, index));
@@ -90,5 +113,5 @@ fn max_pool_backward(
         atomicAdd(&invalid_count[params.bases.w], invalid);
     }
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
-    grad_input[params.bases.y + t] = select(acc, V(0.0), acc == V(0.0));
+    grad_input[params.bases.y + t] = select(select(acc, V(0.0), acc == V(0.0)), nan, has_nan);
 }

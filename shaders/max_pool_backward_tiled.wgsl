@@ -34,9 +34,8 @@ fn max_pool_backward_tiled(
     let input_base = params.bases.y + group * (IN_D * IN_H * IN_W) * LANES + lane;
 
     let index = indices[params.bases.z + t];
-    var gradient = grad_output[params.bases.x + t];
-    // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0.
-    gradient = select(gradient, V(0.0), gradient == V(0.0));
+    // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0, a NaN with PyTorch's bits.
+    let gradient = gradient_term(grad_output[params.bases.x + t]);
     var matched = B(false);
     for (var kd = 0u; kd < K_D; kd++) {
         let zd = od * S_D + kd;

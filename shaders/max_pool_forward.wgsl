@@ -59,7 +59,7 @@ fn max_pool_forward(
         }
     }
     // The value is re-read at the argmax so that value and index always agree, bit for bit.
-    var value = V(T(bitcast<f32>(params.counts.w)));
+    var value = V(params.constants.z);
     if found {
         value = load_lanes(input_base, arg);
     }

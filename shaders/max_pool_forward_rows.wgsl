@@ -61,7 +61,7 @@ fn max_pool_forward_rows(
         }
     }
     if !found {
-        best = vec4<T>(T(bitcast<f32>(params.counts.w)));
+        best = vec4<T>(params.constants.z);
     }
     values[params.bases.y + t] = best;
     indices[params.bases.z + t] = arg;

@@ -258,11 +258,29 @@ impl Prepared {
         }
     }
 
-    /// Times `iterations` passes (after `warmup` untimed ones).
-    pub fn time(&self, ctx: &Context, direction: Direction, warmup: usize, iterations: usize) -> Result<Timing> {
-        time_passes(ctx, warmup, |e, o| self.record(ctx, e, direction, o))?;
+    /// Times `iterations` passes after at least `warmup` of GPU work on the same pass (so that
+    /// the clocks are up and the caches hold what they hold in steady state).
+    pub fn time(&self, ctx: &Context, direction: Direction, warmup: Duration, iterations: usize) -> Result<Timing> {
+        warm_up(ctx, warmup, |e, o| self.record(ctx, e, direction, o))?;
         time_passes(ctx, iterations, |e, o| self.record(ctx, e, direction, o))
     }
+}
+
+/// Runs batches of `record` until their GPU time (wall time without timestamps) adds up to
+/// `budget`, or four times that in wall time has passed.
+pub fn warm_up(
+    ctx: &Context,
+    budget: Duration,
+    mut record: impl FnMut(&mut wgpu::CommandEncoder, RecordOptions<'_>) -> Result<()>,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut gpu_ms = 0.0;
+    let mut batch = 4;
+    while gpu_ms < budget.as_secs_f64() * 1e3 && start.elapsed() < 4 * budget {
+        gpu_ms += time_passes(ctx, batch, &mut record)?.samples_ms.iter().sum::<f64>();
+        batch = (batch * 2).min(200);
+    }
+    Ok(())
 }
 
 /// The bandwidth (bytes read + written per second, in GB/s) of the vec4 copy kernel
@@ -308,7 +326,7 @@ pub fn copy_bandwidth(ctx: &Context, bytes: u64, iterations: usize) -> Result<(f
         pass.dispatch_workgroups(x, y, 1);
         Ok(())
     };
-    time_passes(ctx, 3, &mut record)?;
+    warm_up(ctx, Duration::from_millis(300), &mut record)?;
     let timing = time_passes(ctx, iterations, &mut record)?;
     Ok((2.0 * bytes as f64 / (timing.median_ms() * 1e6), timing))
 }

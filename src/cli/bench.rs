@@ -33,9 +33,19 @@ pub struct Args {
     /// Skip the host-level (upload + pass + readback) GPU timings.
     #[arg(long)]
     pub no_transfers: bool,
-    /// One element per invocation everywhere (turns off the four-channel channels-last kernels).
+    /// One element per invocation everywhere (turns off the row-blocked and four-channel kernels).
     #[arg(long)]
     pub scalar_only: bool,
+    /// Also time every case with one element per invocation, interleaved with the default
+    /// kernels (a `scalar ms` column).
+    #[arg(long, conflicts_with = "scalar_only")]
+    pub compare_scalar: bool,
+    /// Cap the workgroups per dispatch dimension (forces 2-D grids; for experiments).
+    #[arg(long, value_name = "N")]
+    pub max_workgroups_per_dimension: Option<u32>,
+    /// GPU warm-up per case and direction, in milliseconds of GPU work.
+    #[arg(long, default_value_t = 40)]
+    pub warmup_ms: u64,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -59,6 +69,8 @@ pub struct Row {
     pub bytes: u64,
     /// GPU pass, median ms.
     pub gpu_ms: f64,
+    /// The same pass with one element per invocation, median ms (`--compare-scalar`).
+    pub gpu_scalar_ms: Option<f64>,
     /// `timestamps` or `wall`.
     pub gpu_source: &'static str,
     /// Host slice → host vector on the GPU, median ms (upload, pass, readback).
@@ -81,9 +93,16 @@ fn selected(args: &Args, software: bool) -> Vec<BenchCase> {
         .collect()
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark: every GPU measurement first, back to back on a warm GPU, then the CPU and
+/// host-level ones (long CPU phases in between would let the GPU clock down).
 pub fn run(args: Args) -> CliResult {
-    let ctx = Context::with_options(&ContextOptions { scalar_only: args.scalar_only, ..Default::default() })?;
+    let options = |scalar_only| ContextOptions {
+        scalar_only,
+        max_compute_workgroups_per_dimension: args.max_workgroups_per_dimension,
+        ..Default::default()
+    };
+    let ctx = Context::with_options(&options(args.scalar_only))?;
+    let scalar_ctx = if args.compare_scalar { Some(Context::with_options(&options(true))?) } else { None };
     let software = ctx.adapter_info().device_type == wgpool::wgpu::DeviceType::Cpu;
     let list = selected(&args, software);
     if list.is_empty() {
@@ -96,50 +115,32 @@ pub fn run(args: Args) -> CliResult {
     );
     println!("timing: {}", if ctx.has_timestamps() { "GPU timestamps" } else { "wall time (no TIMESTAMP_QUERY)" });
     let copy_bytes = if software { 64 << 20 } else { 256 << 20 };
-    let (copy_gbps, _) = copy_bandwidth(&ctx, copy_bytes, args.iterations.max(10))?;
+    let (copy_gbps, _) = copy_bandwidth(&ctx, copy_bytes, args.iterations.max(20))?;
     println!("vec4 copy: {copy_gbps:.0} GB/s (read + write, {} MiB)", copy_bytes >> 20);
 
     let total: u64 = list.iter().map(|c| c.layouts.len() as u64 * 2).sum();
-    let progress = indicatif::ProgressBar::new(total).with_style(
+    let progress = indicatif::ProgressBar::new(2 * total).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let warmup = Duration::from_millis(args.warmup_ms);
     let mut rows = vec![];
+    // GPU phase.
     for case in &list {
         for &layout in case.layouts {
             let spec = case.spec(layout);
-            progress.set_message(format!("{} {}", case.name, layout.name()));
+            progress.set_message(format!("GPU {} {}", case.name, layout.name()));
             let prepared = Prepared::new::<f32>(&ctx, &spec, 1)?;
+            let scalar = match &scalar_ctx {
+                Some(s) => Some((s, Prepared::new::<f32>(s, &spec, 1)?)),
+                None => None,
+            };
             let g = prepared.geometry;
-            let input: Vec<f32> = if args.no_cpu && args.no_transfers { vec![] } else { random_data(g.input_len(), 1) };
-            let reference = if args.no_cpu && args.no_transfers { None } else { Some(cpu::forward(&spec, &input)?) };
-            let grad_output: Vec<f32> = random_data(g.output_len(), 2);
             for direction in [Direction::Forward, Direction::Backward] {
-                let timing = prepared.time(&ctx, direction, 3, args.iterations)?;
-                let budget = Duration::from_millis(if software { 200 } else { 400 });
-                let gpu_host_ms = match (&reference, args.no_transfers) {
-                    (Some(r), false) => Some(
-                        match direction {
-                            Direction::Forward => time_for(budget, 3, || ctx.forward(&spec, &input).map(|_| ()))?,
-                            Direction::Backward => {
-                                time_for(budget, 3, || ctx.backward(&spec, &grad_output, &r.indices).map(|_| ()))?
-                            }
-                        }
-                        .median_ms(),
-                    ),
-                    _ => None,
-                };
-                let cpu_ms = match (&reference, args.no_cpu) {
-                    (Some(r), false) => Some(
-                        match direction {
-                            Direction::Forward => time_for(budget, 3, || cpu::forward(&spec, &input).map(|_| ()))?,
-                            Direction::Backward => {
-                                time_for(budget, 3, || cpu::backward(&spec, &grad_output, &r.indices).map(|_| ()))?
-                            }
-                        }
-                        .median_ms(),
-                    ),
-                    _ => None,
+                let gpu_ms = prepared.time(&ctx, direction, warmup, args.iterations)?.median_ms();
+                let gpu_scalar_ms = match &scalar {
+                    Some((s, p)) => Some(p.time(s, direction, warmup, args.iterations)?.median_ms()),
+                    None => None,
                 };
                 rows.push(Row {
                     case: case.name.to_string(),
@@ -147,17 +148,60 @@ pub fn run(args: Args) -> CliResult {
                     direction: direction.name(),
                     elements: g.input_len(),
                     bytes: bytes_moved(&g, 4, direction),
-                    gpu_ms: timing.median_ms(),
+                    gpu_ms,
+                    gpu_scalar_ms,
                     gpu_source: if ctx.has_timestamps() { "timestamps" } else { "wall" },
-                    gpu_host_ms,
-                    cpu_ms,
+                    gpu_host_ms: None,
+                    cpu_ms: None,
                 });
                 progress.inc(1);
             }
         }
     }
-    progress.finish_and_clear();
+    drop(scalar_ctx);
     let overhead = measure_overhead(&ctx)?;
+    // CPU and host-level phase.
+    if !(args.no_cpu && args.no_transfers) {
+        let budget = Duration::from_millis(if software { 200 } else { 400 });
+        let mut row = rows.iter_mut();
+        for case in &list {
+            for &layout in case.layouts {
+                let spec = case.spec(layout);
+                progress.set_message(format!("CPU {} {}", case.name, layout.name()));
+                let g = spec.validate()?;
+                let input: Vec<f32> = random_data(g.input_len(), 1);
+                let grad_output: Vec<f32> = random_data(g.output_len(), 2);
+                let indices = cpu::forward(&spec, &input)?.indices;
+                for direction in [Direction::Forward, Direction::Backward] {
+                    let r = row.next().ok_or_else(|| Failure("internal: rows out of step".into()))?;
+                    if !args.no_transfers {
+                        r.gpu_host_ms = Some(
+                            match direction {
+                                Direction::Forward => time_for(budget, 3, || ctx.forward(&spec, &input).map(|_| ()))?,
+                                Direction::Backward => {
+                                    time_for(budget, 3, || ctx.backward(&spec, &grad_output, &indices).map(|_| ()))?
+                                }
+                            }
+                            .median_ms(),
+                        );
+                    }
+                    if !args.no_cpu {
+                        r.cpu_ms = Some(
+                            match direction {
+                                Direction::Forward => time_for(budget, 3, || cpu::forward(&spec, &input).map(|_| ()))?,
+                                Direction::Backward => {
+                                    time_for(budget, 3, || cpu::backward(&spec, &grad_output, &indices).map(|_| ()))?
+                                }
+                            }
+                            .median_ms(),
+                        );
+                    }
+                    progress.inc(1);
+                }
+            }
+        }
+    }
+    progress.finish_and_clear();
     print!("{}", table(&rows, copy_gbps));
     println!(
         "per-call overhead, 1x16x32x32 k2 forward: host level {:.3} ms (upload, pass, readback); encoder level {:.3} ms (record, submit, wait); GPU pass {:.4} ms",
@@ -196,7 +240,7 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
         ctx.wait(Some(submission))
     })?
     .median_ms();
-    let gpu_ms = prepared.time(ctx, Direction::Forward, 3, 50)?.median_ms();
+    let gpu_ms = prepared.time(ctx, Direction::Forward, Duration::from_millis(20), 50)?.median_ms();
     Ok(Overhead { host_ms, encoder_ms, gpu_ms })
 }
 
@@ -209,13 +253,24 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<4} {:<4} {:<3} {:>11} {:>9} {:>7} {:>6} {:>9} {:>9} {:>8} {:>9}",
-        "case", "lay", "dir", "elements", "gpu ms", "GB/s", "%copy", "cpu ms", "gpu+io ms", "cpu/gpu", "cpu/gpuio"
+        "{:<4} {:<4} {:<3} {:>11} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "case",
+        "lay",
+        "dir",
+        "elements",
+        "gpu ms",
+        "GB/s",
+        "%copy",
+        "scalar ms",
+        "cpu ms",
+        "gpu+io ms",
+        "cpu/gpu",
+        "cpu/gpuio"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<4} {:<4} {:<3} {:>11} {:>9.4} {:>7.0} {:>5.0}% {:>9} {:>9} {:>8} {:>9}",
+            "{:<4} {:<4} {:<3} {:>11} {:>9.4} {:>7.0} {:>5.0}% {:>9} {:>9} {:>9} {:>8} {:>9}",
             r.case,
             r.layout,
             r.direction,
@@ -223,6 +278,7 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
             r.gpu_ms,
             r.gbps(),
             100.0 * r.gbps() / copy_gbps,
+            opt(r.gpu_scalar_ms, 4),
             opt(r.cpu_ms, 3),
             opt(r.gpu_host_ms, 3),
             opt(r.cpu_ms.map(|c| c / r.gpu_ms), 1),
@@ -276,13 +332,14 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}}}",
+            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_scalar_ms\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}}}",
             json_str(&r.case),
             json_str(r.layout),
             json_str(r.direction),
             r.elements,
             r.bytes,
             json_num(Some(r.gpu_ms)),
+            json_num(r.gpu_scalar_ms),
             json_str(r.gpu_source),
             json_num(Some(r.gbps())),
             json_num(Some(r.gbps() / copy_gbps)),

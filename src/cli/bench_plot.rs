@@ -39,7 +39,7 @@ pub fn draw(ctx: &Context, path: &Path, software: bool, no_cpu: bool) -> Result<
         for s in series.iter_mut() {
             let direction = if s.label.ends_with("fwd") { Direction::Forward } else { Direction::Backward };
             let ms = if s.label.starts_with("GPU") {
-                prepared.time(ctx, direction, 2, 20)?.median_ms()
+                prepared.time(ctx, direction, Duration::from_millis(20), 20)?.median_ms()
             } else {
                 let budget = Duration::from_millis(200);
                 match direction {

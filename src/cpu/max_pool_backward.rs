@@ -64,6 +64,63 @@ pub fn index_valid(g: &Geometry, (od, oh, ow): (usize, usize, usize), index: u32
     window_contains(&ad, od, id) && window_contains(&ah, oh, ih) && window_contains(&aw, ow, iw)
 }
 
+/// `0 + g` as PyTorch's CPU backward computes it: −0.0 becomes +0.0 and a NaN becomes
+/// [`Element::nan_result`] (shader: `gradient_term`).
+#[inline]
+pub fn gradient_term<T: Element>(g: T) -> T {
+    if g.is_nan() {
+        g.nan_result()
+    } else if g == T::ZERO {
+        T::ZERO
+    } else {
+        g
+    }
+}
+
+/// A sum of gradients in output order, starting from +0.0, with PyTorch's CPU NaN bits whatever
+/// the hardware does with NaNs: the first NaN event decides the result — a NaN gradient gives
+/// its [`Element::nan_result`], `inf + -inf` gives [`Element::INDEFINITE`] (shader: the `acc`,
+/// `nan`, `has_nan` variables of `max_pool_backward`).
+#[derive(Debug, Clone, Copy)]
+pub struct GradientSum<T> {
+    acc: T,
+    nan: Option<T>,
+}
+
+impl<T: Element> Default for GradientSum<T> {
+    fn default() -> Self {
+        Self { acc: T::ZERO, nan: None }
+    }
+}
+
+impl<T: Element> GradientSum<T> {
+    /// Adds one gradient.
+    #[inline]
+    pub fn add(&mut self, g: T) {
+        if self.nan.is_some() {
+            return;
+        }
+        if g.is_nan() {
+            self.nan = Some(g.nan_result());
+            return;
+        }
+        self.acc = self.acc.add(g);
+        if self.acc.is_nan() {
+            self.nan = Some(T::INDEFINITE);
+        }
+    }
+
+    /// The sum (+0.0 where nothing or only zeros were added).
+    #[inline]
+    pub fn result(&self) -> T {
+        match self.nan {
+            Some(nan) => nan,
+            None if self.acc == T::ZERO => T::ZERO,
+            None => self.acc,
+        }
+    }
+}
+
 /// One input element: the sum of the gradients of every window whose index names it, in
 /// increasing output order, starting from +0.0 (so a lone −0.0 gradient lands as +0.0, as in
 /// PyTorch), and the number of invalid indices among the windows it anchors.
@@ -89,7 +146,7 @@ pub fn max_pool_backward_invocation<T: Element>(
     let (d_lo, d_hi) = candidate_windows(&ad, id);
     let (h_lo, h_hi) = candidate_windows(&ah, ih);
     let (w_lo, w_hi) = candidate_windows(&aw, iw);
-    let mut acc = T::ZERO;
+    let mut sum = GradientSum::default();
     let mut invalid = 0;
     for od in d_lo..=d_hi {
         for oh in h_lo..=h_hi {
@@ -97,7 +154,7 @@ pub fn max_pool_backward_invocation<T: Element>(
                 let o = output_base + ((od * ah.output + oh) * aw.output + ow) * lanes;
                 let index = indices[o];
                 if index == pos {
-                    acc = acc.add(grad_output[o]);
+                    sum.add(grad_output[o]);
                 }
                 if id == anchor(&ad, od)
                     && ih == anchor(&ah, oh)
@@ -109,7 +166,7 @@ pub fn max_pool_backward_invocation<T: Element>(
             }
         }
     }
-    (acc, invalid)
+    (sum.result(), invalid)
 }
 
 /// Backward pass: fills `grad_input` and returns the number of invalid indices (the caller turns

@@ -3,6 +3,7 @@
 //! "invocation" per output writes its whole window: the gradient at the argmax, +0.0 elsewhere.
 //! It must agree bit for bit with the gather formulation in `max_pool_backward.rs`.
 
+use super::max_pool_backward::gradient_term;
 use crate::element::Element;
 use crate::params::Geometry;
 
@@ -28,11 +29,8 @@ pub fn max_pool_backward_tiled_invocation<T: Element>(
     let input_base = group * g.plane_in();
 
     let index = indices[t];
-    let mut gradient = grad_output[t];
-    // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0.
-    if gradient == T::ZERO {
-        gradient = T::ZERO;
-    }
+    // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0, a NaN with PyTorch's bits.
+    let gradient = gradient_term(grad_output[t]);
     let mut matched = false;
     for kd in 0..ad.kernel {
         let zd = od * ad.stride + kd;

@@ -1,20 +1,22 @@
 //! CPU mirror of `shaders/max_pool_forward_rows.wgsl`: four adjacent outputs of a row per
 //! "invocation", for channels-first tensors whose W axis has kernel 2, stride 2, no dilation, no
-//! padding and a width divisible by 8. Per output it is the computation of `max_pool_forward.rs`
+//! padding and a width divisible by 8 ([`rows_eligible`] with blocks of 4). Per output it is the computation of `max_pool_forward.rs`
 //! (the update rule on the same taps in the same order); the shader's value is the selected tap.
 
 use crate::element::Element;
 use crate::params::{Geometry, NO_INDEX};
 
-/// Whether `g` qualifies for the row-blocked kernels (the layout and W-axis conditions above).
-pub fn rows_eligible(g: &Geometry) -> bool {
+/// Whether `g` qualifies for the row-blocked kernels with `block` outputs per invocation:
+/// one lane (channels-first), W axis kernel 2, stride 2, no dilation or padding, and a width
+/// divisible by `2 * block` (forward: blocks of 4; backward: blocks of 2).
+pub fn rows_eligible(g: &Geometry, block: usize) -> bool {
     let w = g.axes[2];
     g.groups_and_lanes().1 == 1
         && w.kernel == 2
         && w.stride == 2
         && w.dilation == 1
         && w.padding == 0
-        && w.input % 8 == 0
+        && w.input % (2 * block) == 0
 }
 
 /// One block of four outputs: returns their values and indices.
@@ -62,7 +64,7 @@ pub fn max_pool_forward_rows_invocation<T: Element>(g: &Geometry, input: &[T], t
     (best, arg)
 }
 
-/// Forward pass over all outputs for a geometry that [`rows_eligible`] accepts.
+/// Forward pass over all outputs for a geometry that [`rows_eligible`] accepts with blocks of 4.
 pub fn max_pool_forward_rows<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices: &mut [u32]) {
     for t in 0..g.output_len() / 4 {
         let (v, i) = max_pool_forward_rows_invocation(g, input, t);

@@ -72,9 +72,20 @@ impl Kernel {
         !matches!(self, Kernel::Forward | Kernel::ForwardRows)
     }
 
-    /// Whether one invocation handles four adjacent outputs of a row (16-byte accesses).
+    /// Whether one invocation handles a block of adjacent outputs of a row.
     pub fn is_rows(self) -> bool {
         matches!(self, Kernel::ForwardRows | Kernel::BackwardTiledRows)
+    }
+
+    /// Elements per array item of the kernel's three tensor bindings, in binding order, for the
+    /// row-blocked kernels (forward: input, values, indices; backward: grad_output, indices,
+    /// grad_input); the others use the lane width for all three.
+    pub fn items(self) -> [u64; 3] {
+        match self {
+            Kernel::ForwardRows => [4, 4, 4],
+            Kernel::BackwardTiledRows => [2, 2, 4],
+            _ => [1, 1, 1],
+        }
     }
 }
 
@@ -125,7 +136,36 @@ pub fn shader_source(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
         }
         _ => "",
     };
-    format!("{element}{lanes}{reread}{COMMON_WGSL}\n{}", kernel.body())
+    // PyTorch's CPU NaN bits for backward sums (`Element::nan_result`, `Element::INDEFINITE`): GPUs
+    // canonicalise NaNs made by arithmetic differently, so the result is chosen, not computed.
+    // f32 keeps the gradient's payload with bit operations; naga cannot bitcast f16 to integers,
+    // so f16 takes its NaNs from the uniform `params.constants`.
+    let nan = match dtype {
+        DType::F32 => {
+            "fn nan_result(v: V) -> V { return bitcast<V>(bitcast<I>(v) | I(0x00400000u)); }\n\
+             fn nan_result4(v: vec4<T>) -> vec4<T> { return bitcast<vec4<T>>(bitcast<vec4<u32>>(v) | vec4<u32>(0x00400000u)); }\n"
+        }
+        DType::F16 => {
+            "fn nan_result(v: V) -> V { return V(params.constants.x); }\n\
+             fn nan_result4(v: vec4<T>) -> vec4<T> { return vec4<T>(params.constants.x); }\n"
+        }
+    };
+    let nan_lanes = "fn indefinite() -> T { return params.constants.y; }\n";
+    format!("{element}{lanes}{reread}{nan}{nan_lanes}{COMMON_WGSL}\n{}", kernel.body())
+}
+
+/// `params.constants` for `dtype`: the NaN a NaN gradient gives (used by f16), the NaN
+/// `inf + -inf` gives, and −inf, as raw little-endian bits (f16 values packed two per u32).
+pub fn constants(dtype: DType) -> [u32; 4] {
+    use crate::element::Element;
+    match dtype {
+        DType::F32 => [f32::NAN.to_bits(), f32::INDEFINITE.to_bits(), f32::NEG_INFINITY.to_bits(), 0],
+        DType::F16 => {
+            let bits = |v: half::f16| v.to_bits() as u32;
+            let nan = half::f16::NAN.nan_result();
+            [bits(nan) | bits(half::f16::INDEFINITE) << 16, bits(half::f16::NEG_INFINITY), 0, 0]
+        }
+    }
 }
 
 /// The override constants that specialise a kernel to a geometry at lane width `width` (names as
@@ -142,6 +182,9 @@ pub fn override_constants(g: &Geometry, width: LaneWidth) -> Vec<(&'static str, 
         ["P_D", "P_H", "P_W"],
         ["DIL_D", "DIL_H", "DIL_W"],
     ];
+    for (axis, name) in [d, h, w].iter().zip(["CAND_D", "CAND_H", "CAND_W"]) {
+        c.push((name, axis.effective_kernel().div_ceil(axis.stride) as f64));
+    }
     for (field, names) in names.iter().enumerate() {
         for (axis, name) in [d, h, w].iter().zip(names) {
             let v = match field {
@@ -212,10 +255,12 @@ fn uniform_entry() -> wgpu::BindGroupLayoutEntry {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct ParamsUniform {
-    /// x: outputs in chunk, y: inputs in chunk, z: unused, w: −inf bits.
+    /// x: outputs in chunk, y: inputs in chunk.
     pub counts: [u32; 4],
     /// Element offsets: x input/grad_output, y values/grad_input, z indices, w invalid counter.
     pub bases: [u32; 4],
+    /// NaN for NaN gradients, NaN for `inf + -inf`, −inf (see [`constants`]).
+    pub constants: [u32; 4],
 }
 
 impl Kernels {

@@ -58,7 +58,8 @@ pub fn negative_values<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
     (0..n).map(|_| T::from_f32(-1.0 - rng.unit() * 100.0)).collect()
 }
 
-/// Gradients with ±0, negatives and a few NaN/inf (they must travel bit for bit).
+/// Gradients with ±0, negatives, ±inf (so sums can meet inf + -inf) and NaNs with random signs
+/// and payloads, quiet and signalling: their bits must come out as PyTorch's CPU writes them.
 pub fn gradients<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
     (0..n)
         .map(|_| {
@@ -66,7 +67,9 @@ pub fn gradients<T: Element>(rng: &mut Rng, n: usize) -> Vec<T> {
                 0 => -0.0,
                 1 => 0.0,
                 2 => f32::NAN,
-                3 => f32::INFINITY,
+                3 => f32::from_bits(0x7f80_0000 | (rng.next_u64() as u32 & 0x807f_ffff) | 1),
+                4 => f32::INFINITY,
+                5 => f32::NEG_INFINITY,
                 _ => (rng.unit() - 0.5) * 4.0,
             })
         })

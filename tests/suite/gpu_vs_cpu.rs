@@ -90,6 +90,8 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
         // The row-blocked kernels (W axis k2 s2, width divisible by 8), 1-D, 2-D, 3-D, with
         // padding, dilation and overlap on the other axes.
         (InputShape::new(2, 3, [32]), PoolParams::new([2]), Layout::ChannelsFirst),
+        (InputShape::new(2, 3, [12]), PoolParams::new([2]), Layout::ChannelsFirst),
+        (InputShape::nchw(2, 3, 6, 12), PoolParams::new([2, 2]), Layout::ChannelsFirst),
         (InputShape::nchw(2, 3, 7, 16), PoolParams::new([2, 2]).ceil_mode(true), Layout::ChannelsFirst),
         (InputShape::nchw(2, 2, 9, 24), PoolParams::new([3, 2]).stride([2, 2]).padding([1, 0]), Layout::ChannelsFirst),
         (

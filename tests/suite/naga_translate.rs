@@ -75,7 +75,11 @@ fn every_entry_point_translates_to_every_backend() {
                     continue;
                 }
                 if kernel.is_rows()
-                    && (width == LaneWidth::Four || !wgpool::cpu::reference::rows_eligible(&spec.validate().unwrap()))
+                    && (width == LaneWidth::Four
+                        || !wgpool::cpu::reference::rows_eligible(
+                            &spec.validate().unwrap(),
+                            kernel.items()[1] as usize,
+                        ))
                 {
                     continue;
                 }
