@@ -99,17 +99,22 @@ impl Context {
         buffer
     }
 
-    /// Runs `record` inside error scopes, submits, and returns the submission.
-    fn submit_scoped(
+    /// Runs `record` (which creates and fills the call's buffers and records into the encoder)
+    /// inside error scopes, submits, and returns what `record` returned with the submission.
+    ///
+    /// Every device operation of a host-level call happens in here, so that a wgpu error (out of
+    /// memory, validation, an invalid buffer on a lost device) comes back as an [`Error`] and never
+    /// reaches the device's uncaptured-error handler (which panics on a device the caller made).
+    fn submit_scoped<R>(
         &self,
-        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<wgpu::SubmissionIndex> {
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<R>,
+    ) -> Result<(R, wgpu::SubmissionIndex)> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpool") });
         let recorded = record(&mut encoder);
-        let submission = recorded.map(|()| self.queue.submit([encoder.finish()]));
+        let submission = recorded.map(|r| (r, self.queue.submit([encoder.finish()])));
         let errors = [internal.pop(), validation.pop(), oom.pop()];
         for e in errors {
             if let Some(e) = pollster::block_on(e) {
@@ -121,6 +126,31 @@ impl Context {
             return Err(Error::Device(e));
         }
         Ok(submission)
+    }
+
+    /// The result of a map callback once the submission that uses the buffer has finished.
+    ///
+    /// The callback normally ran inside [`Context::wait`]; when another thread's poll collected it,
+    /// it runs on that thread a moment later. Polls until it arrives, but never past the context's
+    /// timeout or a lost device, so that a callback that never comes is an error, not a hang.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn mapped<F: std::future::Future>(&self, future: F) -> Result<F::Output> {
+        use std::task::{Context as TaskContext, Poll, Waker};
+        let start = std::time::Instant::now();
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
+                return Ok(out);
+            }
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            self.check_usable()?;
+            if let Some(timeout) = self.options.timeout
+                && start.elapsed() > timeout
+            {
+                return Err(Error::Timeout { millis: timeout.as_millis() as u64 });
+            }
+            std::thread::yield_now();
+        }
     }
 
     /// Maps `staging` and copies its first `len` elements out.
@@ -136,10 +166,16 @@ impl Context {
             let _ = sender.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.wait(Some(submission))?;
+        let received = {
+            self.wait(Some(submission))?;
+            self.mapped(receiver.receive())?
+        };
         #[cfg(target_arch = "wasm32")]
-        let _ = submission;
-        match receiver.receive().await {
+        let received = {
+            let _ = submission;
+            receiver.receive().await
+        };
+        match received {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 self.check_usable()?;
@@ -181,24 +217,22 @@ impl Context {
         let (in_bytes, val_bytes, idx_bytes) =
             (padded_bytes(input.len(), elem), padded_bytes(n_out, elem), padded_bytes(n_out, 4));
         self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
-        let input_buffer = self.upload("wgpool input", input);
-        let values = self.output("wgpool values", val_bytes);
-        let indices = self.output("wgpool indices", idx_bytes);
-        let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
-        let submitted = self.submit_scoped(|encoder| {
+        let (buffers, submission) = self.submit_scoped(|encoder| {
+            let input_buffer = self.upload("wgpool input", input);
+            let values = self.output("wgpool values", val_bytes);
+            let indices = self.output("wgpool indices", idx_bytes);
+            let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
             let buffers =
                 ForwardBuffers { input: (&input_buffer).into(), values: (&values).into(), indices: (&indices).into() };
             self.record_forward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
             encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
             encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
-            Ok(())
-        });
-        let result = match submitted {
-            Ok(submission) => self.read_back::<u8>(&staging, (val_bytes + idx_bytes) as usize, submission).await,
-            Err(e) => Err(e),
-        };
-        self.pool.give_back([input_buffer, values, indices, staging]);
-        let bytes = result?;
+            Ok([input_buffer, values, indices, staging])
+        })?;
+        let bytes = self.read_back::<u8>(&buffers[3], (val_bytes + idx_bytes) as usize, submission).await?;
+        // Only now back to the pool: the buffers of a failed call may still be in use or mapped (a
+        // timeout), so they are dropped, never reused.
+        self.pool.give_back(buffers);
         let values: Vec<T> = bytemuck::pod_collect_to_vec(&bytes[..n_out * elem]);
         let indices: Vec<u32> =
             bytemuck::pod_collect_to_vec(&bytes[val_bytes as usize..val_bytes as usize + n_out * 4]);
@@ -233,11 +267,11 @@ impl Context {
         let counter_offset = gi_bytes.next_multiple_of(self.limits.min_storage_buffer_offset_alignment as u64);
         let out_bytes = counter_offset + 4;
         self.check_buffer_sizes(&[go_bytes, idx_bytes, out_bytes])?;
-        let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
-        let indices_buffer = self.upload("wgpool indices", indices);
-        let grad_input = self.output("wgpool grad_input", out_bytes);
-        let staging = self.pool.take(&self.device, "wgpool readback", out_bytes, READBACK);
-        let submitted = self.submit_scoped(|encoder| {
+        let (buffers, submission) = self.submit_scoped(|encoder| {
+            let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
+            let indices_buffer = self.upload("wgpool indices", indices);
+            let grad_input = self.output("wgpool grad_input", out_bytes);
+            let staging = self.pool.take(&self.device, "wgpool readback", out_bytes, READBACK);
             let buffers = BackwardBuffers {
                 grad_output: (&grad_output_buffer).into(),
                 indices: (&indices_buffer).into(),
@@ -246,14 +280,11 @@ impl Context {
             };
             self.record_backward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
             encoder.copy_buffer_to_buffer(&grad_input, 0, &staging, 0, out_bytes);
-            Ok(())
-        });
-        let result = match submitted {
-            Ok(submission) => self.read_back::<u8>(&staging, out_bytes as usize, submission).await,
-            Err(e) => Err(e),
-        };
-        self.pool.give_back([grad_output_buffer, indices_buffer, grad_input, staging]);
-        let bytes = result?;
+            Ok([grad_output_buffer, indices_buffer, grad_input, staging])
+        })?;
+        let bytes = self.read_back::<u8>(&buffers[3], out_bytes as usize, submission).await?;
+        // See `forward_async`: only a successful call's buffers are reused.
+        self.pool.give_back(buffers);
         let invalid = u32::from_le_bytes(
             bytes[counter_offset as usize..counter_offset as usize + 4].try_into().expect("4 bytes"),
         );

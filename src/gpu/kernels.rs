@@ -21,6 +21,10 @@ pub const BACKWARD_WGSL: &str = include_str!("../../shaders/max_pool_backward.wg
 pub const BACKWARD_TILED_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled.wgsl");
 /// `shaders/max_pool_forward_rows.wgsl`.
 pub const FORWARD_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_forward_rows.wgsl");
+/// `shaders/max_pool_forward_shared.wgsl`.
+pub const FORWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_forward_shared.wgsl");
+/// `shaders/max_pool_backward_shared.wgsl`.
+pub const BACKWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_backward_shared.wgsl");
 /// `shaders/max_pool_backward_tiled_rows.wgsl`.
 pub const BACKWARD_TILED_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled_rows.wgsl");
 
@@ -38,14 +42,25 @@ pub enum Kernel {
     BackwardTiled,
     /// `max_pool_forward_rows`: four outputs of a row per invocation (channels-first, W axis k2 s2).
     ForwardRows,
-    /// `max_pool_backward_tiled_rows`: the scatter backward, four outputs of a row per invocation.
+    /// `max_pool_backward_tiled_rows`: the scatter backward, two outputs of a row per invocation.
     BackwardTiledRows,
+    /// `max_pool_forward_shared`: overlapping windows from an input tile in workgroup memory.
+    ForwardShared,
+    /// `max_pool_backward_shared`: the gather from window data in workgroup memory.
+    BackwardShared,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 5] =
-        [Kernel::Forward, Kernel::Backward, Kernel::BackwardTiled, Kernel::ForwardRows, Kernel::BackwardTiledRows];
+    pub const ALL: [Kernel; 7] = [
+        Kernel::Forward,
+        Kernel::Backward,
+        Kernel::BackwardTiled,
+        Kernel::ForwardRows,
+        Kernel::BackwardTiledRows,
+        Kernel::ForwardShared,
+        Kernel::BackwardShared,
+    ];
 
     /// The entry point's name (also the `.wgsl` file's stem).
     pub fn entry_point(self) -> &'static str {
@@ -55,6 +70,8 @@ impl Kernel {
             Kernel::BackwardTiled => "max_pool_backward_tiled",
             Kernel::ForwardRows => "max_pool_forward_rows",
             Kernel::BackwardTiledRows => "max_pool_backward_tiled_rows",
+            Kernel::ForwardShared => "max_pool_forward_shared",
+            Kernel::BackwardShared => "max_pool_backward_shared",
         }
     }
 
@@ -65,11 +82,18 @@ impl Kernel {
             Kernel::BackwardTiled => BACKWARD_TILED_WGSL,
             Kernel::ForwardRows => FORWARD_ROWS_WGSL,
             Kernel::BackwardTiledRows => BACKWARD_TILED_ROWS_WGSL,
+            Kernel::ForwardShared => FORWARD_SHARED_WGSL,
+            Kernel::BackwardShared => BACKWARD_SHARED_WGSL,
         }
     }
 
     fn is_backward(self) -> bool {
-        !matches!(self, Kernel::Forward | Kernel::ForwardRows)
+        !matches!(self, Kernel::Forward | Kernel::ForwardRows | Kernel::ForwardShared)
+    }
+
+    /// Whether a workgroup works on a tile held in workgroup memory (one workgroup per tile).
+    pub fn is_shared(self) -> bool {
+        matches!(self, Kernel::ForwardShared | Kernel::BackwardShared)
     }
 
     /// Whether one invocation handles a block of adjacent outputs of a row.
@@ -168,12 +192,24 @@ pub fn constants(dtype: DType) -> [u32; 4] {
     }
 }
 
-/// The override constants that specialise a kernel to a geometry at lane width `width` (names as
-/// in `common.wgsl`).
-pub fn override_constants(g: &Geometry, width: LaneWidth) -> Vec<(&'static str, f64)> {
+/// The override constants that specialise `kernel` to a geometry at lane width `width` (names as
+/// in `common.wgsl`, plus the tile of the workgroup-memory kernels).
+pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec<(&'static str, f64)> {
     let (_, lanes) = g.groups_and_lanes();
     let [d, h, w] = g.axes;
     let mut c = vec![("LANES", (lanes / width.get()) as f64)];
+    let tile = |forward| crate::cpu::reference::shared_tile(g, forward).unwrap_or([8, 32]);
+    match kernel {
+        Kernel::ForwardShared => {
+            let [rows, columns] = tile(true);
+            c.extend([("TILE_OH", rows as f64), ("TILE_OW", columns as f64)]);
+        }
+        Kernel::BackwardShared => {
+            let [rows, columns] = tile(false);
+            c.extend([("TILE_IH", rows as f64), ("TILE_IW", columns as f64)]);
+        }
+        _ => {}
+    }
     let names: [[&'static str; 3]; 6] = [
         ["IN_D", "IN_H", "IN_W"],
         ["OUT_D", "OUT_H", "OUT_W"],
@@ -328,7 +364,7 @@ impl Kernels {
         }
         // Compiled outside the lock: other threads keep recording meanwhile.
         let module = self.module(device, kernel, dtype, width);
-        let constants = override_constants(g, width);
+        let constants = override_constants(kernel, g, width);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry_point()),
             layout: Some(if kernel.is_backward() {

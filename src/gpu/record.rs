@@ -247,6 +247,15 @@ impl Context {
             && tensors.iter().zip(kernel.items()).all(|(t, items)| t.region.offset % (items * t.elem) == 0)
     }
 
+    /// The tile of the workgroup-memory kernels where they apply: overlapping windows (on the
+    /// input elements for backward), one lane, trivial D axis, and a tile that fits.
+    fn shared(&self, g: &Geometry, forward: bool) -> Option<[usize; 2]> {
+        if self.options.scalar_only || g.non_overlapping() {
+            return None;
+        }
+        crate::cpu::reference::shared_tile(g, forward)
+    }
+
     /// Four channels per invocation where the layout is channels-last, C is a multiple of 4 and
     /// every tensor starts on a 4-element boundary; otherwise one.
     fn lane_width(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> LaneWidth {
@@ -340,7 +349,12 @@ impl Context {
         }
         let chunks = self.plan(&g, &tensors)?;
         let rows = self.rows(Kernel::ForwardRows, &g, &tensors);
-        let kernel = if rows { Kernel::ForwardRows } else { Kernel::Forward };
+        let shared = self.shared(&g, true);
+        let kernel = match (shared, rows) {
+            (Some(_), _) => Kernel::ForwardShared,
+            (None, true) => Kernel::ForwardRows,
+            (None, false) => Kernel::Forward,
+        };
         let width = self.lane_width(&g, &tensors);
         // Elements per array item of each binding: the unit of binding bases.
         let items = if rows { kernel.items() } else { [width.get() as u64; 3] };
@@ -351,15 +365,22 @@ impl Context {
             let (b_in, base_in) = self.binding(&tensors[0], chunk, items[0]);
             let (b_val, base_val) = self.binding(&tensors[1], chunk, items[1]);
             let (b_idx, base_idx) = self.binding(&tensors[2], chunk, items[2]);
-            // Invocations: one per item of values.
+            // Invocations: one per item of values (shared: one workgroup per tile, counted in x).
             let outputs = chunk.groups as u64 * out_group / w;
+            let tiles =
+                shared.map(|tile| crate::cpu::reference::forward_shared_workgroups(&g, chunk.groups, tile) as u64);
             let params = ParamsUniform {
-                counts: [outputs as u32, (chunk.groups as u64 * in_group / items[0]) as u32, 0, 0],
+                counts: [tiles.unwrap_or(outputs) as u32, (chunk.groups as u64 * in_group / items[0]) as u32, 0, 0],
                 bases: [base_in, base_val, base_idx, 0],
                 constants: super::kernels::constants(dtype),
             };
             let bind_group = self.bind_group(kernel, params, vec![b_in, b_val, b_idx]);
-            dispatches.push((bind_group, dispatch_size(outputs, self.limits.max_compute_workgroups_per_dimension)?));
+            let max = self.limits.max_compute_workgroups_per_dimension;
+            let grid = match tiles {
+                Some(tiles) => dispatch_grid(tiles, max)?,
+                None => dispatch_size(outputs, max)?,
+            };
+            dispatches.push((bind_group, grid));
         }
         self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
         Ok(())
@@ -414,10 +435,12 @@ impl Context {
         }
         let chunks = self.plan(&g, &tensors)?;
         let rows = g.tiles() && self.rows(Kernel::BackwardTiledRows, &g, &tensors);
-        let kernel = match (g.tiles(), rows) {
-            (true, true) => Kernel::BackwardTiledRows,
-            (true, false) => Kernel::BackwardTiled,
-            _ => Kernel::Backward,
+        let shared = if g.tiles() { None } else { self.shared(&g, false) };
+        let kernel = match (g.tiles(), rows, shared) {
+            (true, true, _) => Kernel::BackwardTiledRows,
+            (true, false, _) => Kernel::BackwardTiled,
+            (false, _, Some(_)) => Kernel::BackwardShared,
+            (false, _, None) => Kernel::Backward,
         };
         let width = self.lane_width(&g, &tensors);
         let items = if rows { kernel.items() } else { [width.get() as u64; 3] };
@@ -437,10 +460,25 @@ impl Context {
                 bases: [base_go, base_gi, base_idx, base_cnt],
                 constants: super::kernels::constants(dtype),
             };
-            let invocations = if kernel == Kernel::Backward { inputs } else { outputs };
-            let bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
-            dispatches
-                .push((bind_group, dispatch_size(invocations, self.limits.max_compute_workgroups_per_dimension)?));
+            let max = self.limits.max_compute_workgroups_per_dimension;
+            let bind_group;
+            let grid = match shared {
+                Some(tile) => {
+                    let tiles = crate::cpu::reference::backward_shared_workgroups(&g, chunk.groups, tile) as u64;
+                    bind_group = self.bind_group(
+                        kernel,
+                        ParamsUniform { counts: [tiles as u32, 0, 0, 0], ..params },
+                        vec![b_go, b_idx, b_gi, b_cnt],
+                    );
+                    dispatch_grid(tiles, max)?
+                }
+                None => {
+                    let invocations = if kernel == Kernel::Backward { inputs } else { outputs };
+                    bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
+                    dispatch_size(invocations, max)?
+                }
+            };
+            dispatches.push((bind_group, grid));
         }
         self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
         Ok(())

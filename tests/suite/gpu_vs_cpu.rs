@@ -216,12 +216,20 @@ fn tensors_above_the_binding_limit_are_split_into_chunks() {
 fn dispatches_beyond_the_per_dimension_limit_use_a_second_dimension() {
     let mut rng = Rng::new(6);
     for base in contexts() {
-        // With at most 8 workgroups per dimension, 10 x 10 x 9 x 9 outputs need a 2-D grid.
+        // With at most 4 workgroups per dimension every kernel below needs a 2-D grid.
         let ctx =
-            context_with(base, ContextOptions { max_compute_workgroups_per_dimension: Some(8), ..Default::default() });
-        for params in [PoolParams::new([2, 2]).stride([1, 1]), PoolParams::new([2, 2])] {
-            let spec = PoolSpec::new(InputShape::nchw(10, 10, 10, 10), params);
-            check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, 10_000), 12);
+            context_with(base, ContextOptions { max_compute_workgroups_per_dimension: Some(4), ..Default::default() });
+        for (shape, params, layout) in [
+            // Generic forward and gather backward (channels-last, C not a multiple of 4).
+            (InputShape::nchw(2, 3, 20, 20), PoolParams::new([2, 2]).stride([1, 1]), Layout::ChannelsLast),
+            // Workgroup-memory tiles (overlapping, channels-first).
+            (InputShape::nchw(1, 2, 20, 20), PoolParams::new([2, 2]).stride([1, 1]), Layout::ChannelsFirst),
+            // Row blocks (k2 s2, width divisible by 8) and the tiled scatter.
+            (InputShape::nchw(2, 5, 16, 128), PoolParams::new([2, 2]), Layout::ChannelsFirst),
+        ] {
+            let spec = PoolSpec::new(shape, params).layout(layout);
+            let n = spec.input.numel().unwrap();
+            check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, n), 12);
         }
     }
     // And once for real: more than 65,535 x 256 outputs in one plane.

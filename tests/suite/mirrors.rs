@@ -20,6 +20,27 @@ fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
         assert_eq!(reference::max_pool_backward_tiled(&g, &grad, &indices, &mut scatter), 0, "{name}");
         assert_bits_eq("tiled grad_input", &name, &scatter, &gather);
     }
+    if let Some(_tile) = reference::shared_tile(&g, true) {
+        let mut shared_values = vec![T::from_f32(f32::NAN); g.output_len()];
+        let mut shared_indices = vec![7u32; g.output_len()];
+        reference::max_pool_forward_shared(&g, &input, &mut shared_values, &mut shared_indices);
+        assert_bits_eq("shared values", &name, &shared_values, &values);
+        assert_eq!(shared_indices, indices, "{name}: shared indices");
+    }
+    if reference::shared_tile(&g, false).is_some() {
+        let mut shared_gi = vec![T::from_f32(f32::NAN); g.input_len()];
+        assert_eq!(reference::max_pool_backward_shared(&g, &grad, &indices, &mut shared_gi), 0, "{name}");
+        assert_bits_eq("shared grad_input", &name, &shared_gi, &gather);
+        // Invalid indices are counted like the general gather counts them.
+        let mut bad = indices.clone();
+        let n = bad.len();
+        for k in [0, n / 2, n - 1] {
+            bad[k] = bad[k].wrapping_add(1 + k as u32 % 3);
+        }
+        let mut scratch = vec![T::ZERO; g.input_len()];
+        let want = reference::max_pool_backward(&g, &grad, &bad, &mut scratch);
+        assert_eq!(reference::max_pool_backward_shared(&g, &grad, &bad, &mut scratch), want, "{name}: invalid count");
+    }
     if reference::rows_eligible(&g, 4) {
         let mut rows_values = vec![T::from_f32(f32::NAN); g.output_len()];
         let mut rows_indices = vec![7u32; g.output_len()];

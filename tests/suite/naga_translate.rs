@@ -20,7 +20,7 @@ fn specialised(
         .validate(&module)
         .unwrap_or_else(|e| panic!("{} ({}): {}", kernel.entry_point(), dtype.name(), e.emit_to_string(&source)));
     let mut constants = naga::back::PipelineConstants::default();
-    for (name, value) in override_constants(&spec.validate().unwrap(), width) {
+    for (name, value) in override_constants(kernel, &spec.validate().unwrap(), width) {
         constants.insert(name.to_string(), value);
     }
     let entry = Some((naga::ShaderStage::Compute, kernel.entry_point()));
@@ -72,6 +72,11 @@ fn every_entry_point_translates_to_every_backend() {
         {
             for (i, spec) in specs().iter().enumerate() {
                 if width == LaneWidth::Four && (spec.layout != Layout::ChannelsLast || spec.input.channels % 4 != 0) {
+                    continue;
+                }
+                let shared_ok =
+                    |forward| wgpool::cpu::reference::shared_tile(&spec.validate().unwrap(), forward).is_some();
+                if kernel.is_shared() && (width == LaneWidth::Four || !shared_ok(kernel == Kernel::ForwardShared)) {
                     continue;
                 }
                 if kernel.is_rows()
