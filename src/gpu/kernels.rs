@@ -21,6 +21,8 @@ pub const BACKWARD_WGSL: &str = include_str!("../../shaders/max_pool_backward.wg
 pub const BACKWARD_TILED_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled.wgsl");
 /// `shaders/max_pool_forward_rows.wgsl`.
 pub const FORWARD_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_forward_rows.wgsl");
+/// `shaders/max_pool_backward_rows.wgsl`.
+pub const BACKWARD_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_backward_rows.wgsl");
 /// `shaders/max_pool_forward_shared.wgsl`.
 pub const FORWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_forward_shared.wgsl");
 /// `shaders/max_pool_backward_shared.wgsl`.
@@ -44,6 +46,8 @@ pub enum Kernel {
     ForwardRows,
     /// `max_pool_backward_tiled_rows`: the scatter backward, two outputs of a row per invocation.
     BackwardTiledRows,
+    /// `max_pool_backward_rows`: the gather on blocks of four elements of a row.
+    BackwardRows,
     /// `max_pool_forward_shared`: overlapping windows from an input tile in workgroup memory.
     ForwardShared,
     /// `max_pool_backward_shared`: the gather from window data in workgroup memory.
@@ -52,12 +56,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Forward,
         Kernel::Backward,
         Kernel::BackwardTiled,
         Kernel::ForwardRows,
         Kernel::BackwardTiledRows,
+        Kernel::BackwardRows,
         Kernel::ForwardShared,
         Kernel::BackwardShared,
     ];
@@ -70,6 +75,7 @@ impl Kernel {
             Kernel::BackwardTiled => "max_pool_backward_tiled",
             Kernel::ForwardRows => "max_pool_forward_rows",
             Kernel::BackwardTiledRows => "max_pool_backward_tiled_rows",
+            Kernel::BackwardRows => "max_pool_backward_rows",
             Kernel::ForwardShared => "max_pool_forward_shared",
             Kernel::BackwardShared => "max_pool_backward_shared",
         }
@@ -82,6 +88,7 @@ impl Kernel {
             Kernel::BackwardTiled => BACKWARD_TILED_WGSL,
             Kernel::ForwardRows => FORWARD_ROWS_WGSL,
             Kernel::BackwardTiledRows => BACKWARD_TILED_ROWS_WGSL,
+            Kernel::BackwardRows => BACKWARD_ROWS_WGSL,
             Kernel::ForwardShared => FORWARD_SHARED_WGSL,
             Kernel::BackwardShared => BACKWARD_SHARED_WGSL,
         }
@@ -98,7 +105,7 @@ impl Kernel {
 
     /// Whether one invocation handles a block of adjacent outputs of a row.
     pub fn is_rows(self) -> bool {
-        matches!(self, Kernel::ForwardRows | Kernel::BackwardTiledRows)
+        matches!(self, Kernel::ForwardRows | Kernel::BackwardTiledRows | Kernel::BackwardRows)
     }
 
     /// Elements per array item of the kernel's three tensor bindings, in binding order, for the
@@ -108,6 +115,7 @@ impl Kernel {
         match self {
             Kernel::ForwardRows => [4, 4, 4],
             Kernel::BackwardTiledRows => [2, 2, 4],
+            Kernel::BackwardRows => [1, 1, 4],
             _ => [1, 1, 1],
         }
     }

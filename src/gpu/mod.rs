@@ -45,6 +45,11 @@ pub struct ContextOptions {
     /// One element per invocation everywhere (turns off the 4-channel channels-last kernels; for
     /// benchmarks and tests).
     pub scalar_only: bool,
+    /// Use the workgroup-memory tile kernels for overlapping channels-first windows
+    /// (`max_pool_*_shared.wgsl`). Off by default: on an H100 they were slower than the kernels
+    /// that read through the caches (case B forward 0.18 ms against 0.098 ms); kept for GPUs
+    /// with smaller caches.
+    pub workgroup_tiles: bool,
     /// Fill host-level output buffers with a poison pattern before every run, so that elements a
     /// kernel fails to write show up (for tests; costs a write per output).
     pub poison_outputs: bool,

@@ -241,16 +241,19 @@ impl Context {
     /// W axis kernel 2 stride 2 without padding or dilation, width divisible by `2 * block`, and
     /// every tensor on a boundary of the vectors the kernel reads it with ([`Kernel::items`]).
     fn rows(&self, kernel: Kernel, g: &Geometry, tensors: &[TensorArg<'_>]) -> bool {
-        let block = kernel.items()[1] as usize;
+        let eligible = match kernel {
+            Kernel::BackwardRows => crate::cpu::reference::gather_rows_eligible(g),
+            _ => crate::cpu::reference::rows_eligible(g, kernel.items()[1] as usize),
+        };
         !self.options.scalar_only
-            && crate::cpu::reference::rows_eligible(g, block)
+            && eligible
             && tensors.iter().zip(kernel.items()).all(|(t, items)| t.region.offset % (items * t.elem) == 0)
     }
 
     /// The tile of the workgroup-memory kernels where they apply: overlapping windows (on the
     /// input elements for backward), one lane, trivial D axis, and a tile that fits.
     fn shared(&self, g: &Geometry, forward: bool) -> Option<[usize; 2]> {
-        if self.options.scalar_only || g.non_overlapping() {
+        if self.options.scalar_only || !self.options.workgroup_tiles || g.non_overlapping() {
             return None;
         }
         crate::cpu::reference::shared_tile(g, forward)
@@ -434,14 +437,21 @@ impl Context {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let rows = g.tiles() && self.rows(Kernel::BackwardTiledRows, &g, &tensors);
         let shared = if g.tiles() { None } else { self.shared(&g, false) };
-        let kernel = match (g.tiles(), rows, shared) {
-            (true, true, _) => Kernel::BackwardTiledRows,
-            (true, false, _) => Kernel::BackwardTiled,
-            (false, _, Some(_)) => Kernel::BackwardShared,
-            (false, _, None) => Kernel::Backward,
+        let kernel = if g.tiles() {
+            if self.rows(Kernel::BackwardTiledRows, &g, &tensors) {
+                Kernel::BackwardTiledRows
+            } else {
+                Kernel::BackwardTiled
+            }
+        } else if shared.is_some() {
+            Kernel::BackwardShared
+        } else if self.rows(Kernel::BackwardRows, &g, &tensors) {
+            Kernel::BackwardRows
+        } else {
+            Kernel::Backward
         };
+        let rows = kernel.is_rows();
         let width = self.lane_width(&g, &tensors);
         let items = if rows { kernel.items() } else { [width.get() as u64; 3] };
         let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
@@ -473,7 +483,8 @@ impl Context {
                     dispatch_grid(tiles, max)?
                 }
                 None => {
-                    let invocations = if kernel == Kernel::Backward { inputs } else { outputs };
+                    let gather = matches!(kernel, Kernel::Backward | Kernel::BackwardRows);
+                    let invocations = if gather { inputs } else { outputs };
                     bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
                     dispatch_size(invocations, max)?
                 }

@@ -100,6 +100,15 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
             Layout::ChannelsFirst,
         ),
         (InputShape::new(1, 2, [4, 6, 16]), PoolParams::new([2, 2, 2]), Layout::ChannelsFirst),
+        // The row-block gather (width divisible by 4, overlapping or gapped windows).
+        (InputShape::nchw(2, 3, 9, 12), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]), Layout::ChannelsFirst),
+        (InputShape::new(2, 3, [20]), PoolParams::new([3]).stride([1]).padding([1]), Layout::ChannelsFirst),
+        (
+            InputShape::new(1, 2, [4, 5, 8]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 1]).padding([1, 1, 1]).dilation([1, 1, 2]),
+            Layout::ChannelsFirst,
+        ),
+        (InputShape::nchw(1, 2, 7, 16), PoolParams::new([2, 2]).stride([3, 3]).ceil_mode(true), Layout::ChannelsFirst),
         // Kernel 1, stride 1: identity.
         (InputShape::nchw(1, 2, 3, 3), PoolParams::new([1, 1]), Layout::ChannelsFirst),
         // Large dilation and stride 1 on 3-D.
@@ -406,6 +415,28 @@ fn vector_kernels_match_the_scalar_ones() {
                 let input = nasty_values::<f16>(&mut rng, n);
                 check_case::<f16>(base, &spec, &input, 14);
             }
+        }
+    }
+}
+
+/// The opt-in workgroup-memory kernels (`ContextOptions::workgroup_tiles`) against the reference
+/// on random overlapping channels-first problems.
+#[test]
+fn workgroup_tile_kernels_match_the_reference() {
+    let mut rng = Rng::new(9);
+    for base in contexts() {
+        let ctx = context_with(base, ContextOptions { workgroup_tiles: true, ..Default::default() });
+        let mut ran = 0;
+        while ran < 25 {
+            let mut spec = random_spec(&mut rng, 12);
+            spec.layout = Layout::ChannelsFirst;
+            let g = spec.validate().unwrap();
+            if g.non_overlapping() || wgpool::cpu::reference::shared_tile(&g, true).is_none() {
+                continue;
+            }
+            let n = spec.input.numel().unwrap();
+            check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, n), 16);
+            ran += 1;
         }
     }
 }

@@ -41,6 +41,19 @@ fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
         let want = reference::max_pool_backward(&g, &grad, &bad, &mut scratch);
         assert_eq!(reference::max_pool_backward_shared(&g, &grad, &bad, &mut scratch), want, "{name}: invalid count");
     }
+    if reference::gather_rows_eligible(&g) {
+        let mut rows_gi = vec![T::from_f32(f32::NAN); g.input_len()];
+        assert_eq!(reference::max_pool_backward_rows(&g, &grad, &indices, &mut rows_gi), 0, "{name}");
+        assert_bits_eq("row-block gather grad_input", &name, &rows_gi, &gather);
+        let mut bad = indices.clone();
+        let n = bad.len();
+        for k in [0, n / 3, n - 1] {
+            bad[k] = bad[k].wrapping_add(2 + k as u32 % 5);
+        }
+        let mut scratch = vec![T::ZERO; g.input_len()];
+        let want = reference::max_pool_backward(&g, &grad, &bad, &mut scratch);
+        assert_eq!(reference::max_pool_backward_rows(&g, &grad, &bad, &mut scratch), want, "{name}: invalid count");
+    }
     if reference::rows_eligible(&g, 4) {
         let mut rows_values = vec![T::from_f32(f32::NAN); g.output_len()];
         let mut rows_indices = vec![7u32; g.output_len()];

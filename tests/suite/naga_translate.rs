@@ -79,13 +79,12 @@ fn every_entry_point_translates_to_every_backend() {
                 if kernel.is_shared() && (width == LaneWidth::Four || !shared_ok(kernel == Kernel::ForwardShared)) {
                     continue;
                 }
-                if kernel.is_rows()
-                    && (width == LaneWidth::Four
-                        || !wgpool::cpu::reference::rows_eligible(
-                            &spec.validate().unwrap(),
-                            kernel.items()[1] as usize,
-                        ))
-                {
+                let g = spec.validate().unwrap();
+                let rows_ok = match kernel {
+                    Kernel::BackwardRows => wgpool::cpu::reference::gather_rows_eligible(&g),
+                    _ => wgpool::cpu::reference::rows_eligible(&g, kernel.items()[1] as usize),
+                };
+                if kernel.is_rows() && (width == LaneWidth::Four || !rows_ok) {
                     continue;
                 }
                 let name = format!("{}_{}_x{}_{i}", kernel.entry_point(), dtype.name(), width.get());

@@ -1,0 +1,128 @@
+// Max-pool backward (gather) on row blocks, for channels-first tensors whose width is divisible
+// by 4: one invocation computes four adjacent elements of a grad_input row and stores them with
+// one 16-byte write. It visits each window that reaches the block once — loading its index and
+// gradient once for all four elements — instead of once per element, which is what makes the
+// general gather slow when windows overlap. Per element it is exactly the computation of
+// max_pool_backward.wgsl: the same windows in the same order, the same sums, NaN bits and
+// anchor validation.
+// CPU mirror: src/cpu/max_pool_backward_rows.rs.
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> grad_output: array<T>;
+@group(0) @binding(2) var<storage, read> indices: array<u32>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<vec4<T>>;
+// [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
+@group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
+
+// The most windows along W that reach a block of four elements.
+override BLOCK_WINDOWS_W: u32 = (3u + DIL_W * (K_W - 1u)) / S_W + 1u;
+
+// Whether window (od, oh, ow) may hold `index` after a forward pass.
+fn index_valid(od: u32, oh: u32, ow: u32, index: u32) -> bool {
+    if index == NO_INDEX {
+        return !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
+    }
+    let iw = index % IN_W;
+    let ih = (index / IN_W) % IN_H;
+    let id = index / (IN_W * IN_H);
+    return index < IN_D * IN_H * IN_W && window_contains(axis_d(), od, id) && window_contains(axis_h(), oh, ih)
+        && window_contains(axis_w(), ow, iw);
+}
+
+// Per axis: the first window whose span reaches padded coordinate z.
+fn first_window(a: Axis, i: u32) -> u32 {
+    let z = i + a.padding;
+    let eff = a.dilation * (a.kernel - 1u) + 1u;
+    if z + 1u > eff {
+        return (z + 1u - eff + a.stride - 1u) / a.stride;
+    }
+    return 0u;
+}
+
+// The last window whose span starts at or before input coordinate i.
+fn last_window(a: Axis, i: u32) -> u32 {
+    return min((i + a.padding) / a.stride, a.output - 1u);
+}
+
+// The first real (non-padding) coordinate of window o's span on axis a.
+fn anchor(a: Axis, o: u32) -> u32 {
+    return max(o * a.stride, a.padding) - a.padding;
+}
+
+@compute @workgroup_size(256)
+fn max_pool_backward_rows(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+) {
+    let t = invocation_index(workgroup, local, workgroups);
+    if t >= params.counts.y {
+        return;
+    }
+    let blocks = IN_W / 4u;
+    let iw = (t % blocks) * 4u;
+    var q = t / blocks;
+    let ih = q % IN_H;
+    q = q / IN_H;
+    let id = q % IN_D;
+    let group = q / IN_D;
+    let pos = vec4<u32>((id * IN_H + ih) * IN_W + iw) + vec4<u32>(0u, 1u, 2u, 3u);
+    let output_base = group * (OUT_D * OUT_H * OUT_W);
+
+    let d_lo = first_window(axis_d(), id);
+    let d_hi = last_window(axis_d(), id);
+    let h_lo = first_window(axis_h(), ih);
+    let h_hi = last_window(axis_h(), ih);
+    let w_lo = first_window(axis_w(), iw);
+    let w_hi = last_window(axis_w(), iw + 3u);
+    // The sum and NaN rules of max_pool_backward.wgsl, four lanes.
+    var acc = vec4<T>(0.0);
+    var nan = vec4<T>(0.0);
+    var has_nan = vec4<bool>(false);
+    var invalid = 0u;
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = d_lo + jd;
+        if od > d_hi {
+            break;
+        }
+        for (var jh = 0u; jh < CAND_H; jh++) {
+            let oh = h_lo + jh;
+            if oh > h_hi {
+                break;
+            }
+            for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
+                let ow = w_lo + jw;
+                if ow > w_hi {
+                    break;
+                }
+                let o = output_base + (od * OUT_H + oh) * OUT_W + ow;
+                let index = indices[params.bases.z + o];
+                // A lane takes this window only if its element is in the window's span, which
+                // the equality implies for valid indices (invalid ones are counted below).
+                let hit = vec4<u32>(index) == pos;
+                if any(hit) {
+                    let g = vec4<T>(grad_output[params.bases.x + o]);
+                    let g_nan = hit & is_nan4(g);
+                    let sum = acc + select(vec4<T>(0.0), g, hit & !g_nan);
+                    let event = !has_nan & (g_nan | is_nan4(sum));
+                    nan = select(nan, select(vec4<T>(indefinite()), nan_result4(g), g_nan), event);
+                    has_nan = has_nan | event;
+                    acc = sum;
+                }
+                let a = anchor(axis_w(), ow);
+                if a >= iw && a < iw + 4u && ih == anchor(axis_h(), oh) && id == anchor(axis_d(), od) {
+                    invalid += select(1u, 0u, index_valid(od, oh, ow, index));
+                }
+            }
+        }
+    }
+    if invalid != 0u {
+        atomicAdd(&invalid_count[params.bases.w], invalid);
+    }
+    // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
+    grad_input[params.bases.y + t] = select(select(acc, vec4<T>(0.0), acc == vec4<T>(0.0)), nan, has_nan);
+}
+
+fn is_nan4(v: vec4<T>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(vec4<f32>(v)) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
