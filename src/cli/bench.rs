@@ -43,6 +43,10 @@ pub struct Args {
     /// Cap the workgroups per dispatch dimension (forces 2-D grids; for experiments).
     #[arg(long, value_name = "N")]
     pub max_workgroups_per_dimension: Option<u32>,
+    /// wgpu memory hints for the device: `performance` (default), `memory`, or a sub-allocation
+    /// block size in MiB (for experiments with large tensors).
+    #[arg(long, value_name = "HINT")]
+    pub memory_hints: Option<String>,
     /// GPU warm-up per case and direction, in milliseconds of GPU work.
     #[arg(long, default_value_t = 40)]
     pub warmup_ms: u64,
@@ -96,9 +100,18 @@ fn selected(args: &Args, software: bool) -> Vec<BenchCase> {
 /// Runs the benchmark: every GPU measurement first, back to back on a warm GPU, then the CPU and
 /// host-level ones (long CPU phases in between would let the GPU clock down).
 pub fn run(args: Args) -> CliResult {
+    let memory_hints = match args.memory_hints.as_deref() {
+        None | Some("performance") => None,
+        Some("memory") => Some(wgpool::wgpu::MemoryHints::MemoryUsage),
+        Some(mib) => {
+            let bytes = mib.parse::<u64>().map_err(|_| Failure(format!("--memory-hints {mib}: expected performance, memory or a size in MiB")))? << 20;
+            Some(wgpool::wgpu::MemoryHints::Manual { suballocated_device_memory_block_size: bytes..bytes + 1 })
+        }
+    };
     let options = |scalar_only| ContextOptions {
         scalar_only,
         max_compute_workgroups_per_dimension: args.max_workgroups_per_dimension,
+        memory_hints: memory_hints.clone(),
         ..Default::default()
     };
     let ctx = Context::with_options(&options(args.scalar_only))?;
