@@ -33,8 +33,11 @@ grep -v "^test .* ok$" "$out/tests.txt" | tail -25
 
 echo "== wgpool bench (Vulkan): default kernels against one element per invocation, CPU path, transfers"
 WGPU_BACKEND=vulkan timeout 300 $bin/wgpool bench --compare-scalar --json "$out/bench.json" --plot "$out/report.svg" 2>&1 | tee "$out/bench.txt" | tail -32
-echo "== 2-D dispatch grids forced (at most 4096 workgroups per dimension)"
-WGPU_BACKEND=vulkan timeout 100 $bin/wgpool bench --no-cpu --no-transfers --cases A,C,G --max-workgroups-per-dimension 4096 --json "$out/bench_2d.json" 2>&1 | tail -7
+echo "== case G alone in a fresh process"
+WGPU_BACKEND=vulkan timeout 100 $bin/wgpool bench --no-cpu --no-transfers --cases G --json "$out/bench_g.json" 2>&1 | tail -5
+echo "== demo (cargo run --release) on Vulkan, and on GL"
+WGPU_BACKEND=vulkan timeout 60 $bin/wgpool 2>&1 | tail -12
+WGPU_BACKEND=gl timeout 60 $bin/wgpool 2>&1 | tail -4
 echo "== PyTorch on the same card"
 timeout 240 python3 benches/compare_torch.py --cuda-only --quiet-wait 0 --json "$out/torch.json" > "$out/torch.txt" 2>&1 \
   || timeout 120 python3 .gpu-bin/bench_torch_cuda.py >> "$out/torch.txt" 2>&1

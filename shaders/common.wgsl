@@ -36,6 +36,11 @@ override P_W: u32 = 0u;
 override DIL_D: u32 = 1u;
 override DIL_H: u32 = 1u;
 override DIL_W: u32 = 1u;
+// Whether window loops visit only the real taps ([first, end) from `real_taps`) instead of all
+// K taps with a skip for padding: the host sets it for kernels so large (a window of 2^31 taps
+// over 3 elements is valid) that scanning the padding would take seconds. Off, the loops have
+// constant trip counts and unroll.
+override RANGED_TAPS: bool = false;
 // The most windows that share one input element on each axis, ceil(eff / stride): constant trip
 // counts let the backward's window loops unroll.
 override CAND_D: u32 = 1u;
@@ -116,4 +121,27 @@ fn gradient_term(g: V) -> V {
 fn gradient_term4(g: vec4<T>) -> vec4<T> {
     let nan = (bitcast<vec4<u32>>(vec4<f32>(g)) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
     return select(select(g, vec4<T>(0.0), g == vec4<T>(0.0)), nan_result4(g), nan);
+}
+
+// The taps [x, y) of window o on axis a to visit: all K of them, or with RANGED_TAPS only those
+// on real elements (the same taps in the same order; the loop bodies skip padding either way).
+fn real_taps(a: Axis, o: u32) -> vec2<u32> {
+    if !RANGED_TAPS {
+        return vec2<u32>(0u, a.kernel);
+    }
+    let start = o * a.stride;
+    var first = 0u;
+    if start < a.padding {
+        first = div_ceil(a.padding - start, a.dilation);
+    }
+    var end = 0u;
+    if start < a.input + a.padding {
+        end = min(a.kernel, div_ceil(a.input + a.padding - start, a.dilation));
+    }
+    return vec2<u32>(first, max(first, end));
+}
+
+// ceil(x / d) without overflowing near u32::MAX.
+fn div_ceil(x: u32, d: u32) -> u32 {
+    return x / d + select(0u, 1u, x % d != 0u);
 }

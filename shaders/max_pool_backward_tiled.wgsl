@@ -37,19 +37,22 @@ fn max_pool_backward_tiled(
     // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0, a NaN with PyTorch's bits.
     let gradient = gradient_term(grad_output[params.bases.x + t]);
     var matched = B(false);
-    for (var kd = 0u; kd < K_D; kd++) {
+    let taps_d = real_taps(axis_d(), od);
+    let taps_h = real_taps(axis_h(), oh);
+    let taps_w = real_taps(axis_w(), ow);
+    for (var kd = taps_d.x; kd < taps_d.y; kd++) {
         let zd = od * S_D + kd;
         if zd < P_D || zd >= IN_D + P_D {
             continue;
         }
         let id = zd - P_D;
-        for (var kh = 0u; kh < K_H; kh++) {
+        for (var kh = taps_h.x; kh < taps_h.y; kh++) {
             let zh = oh * S_H + kh;
             if zh < P_H || zh >= IN_H + P_H {
                 continue;
             }
             let ih = zh - P_H;
-            for (var kw = 0u; kw < K_W; kw++) {
+            for (var kw = taps_w.x; kw < taps_w.y; kw++) {
                 let zw = ow * S_W + kw;
                 if zw < P_W || zw >= IN_W + P_W {
                     continue;

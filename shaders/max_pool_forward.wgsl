@@ -29,20 +29,23 @@ fn max_pool_forward(
     var best = V(0.0);
     var arg = I(NO_INDEX);
     var found = false;
-    for (var kd = 0u; kd < K_D; kd++) {
+    let taps_d = real_taps(axis_d(), od);
+    let taps_h = real_taps(axis_h(), oh);
+    let taps_w = real_taps(axis_w(), ow);
+    for (var kd = taps_d.x; kd < taps_d.y; kd++) {
         // Coordinates carry +padding so that they stay unsigned.
         let zd = od * S_D + kd * DIL_D;
         if zd < P_D || zd >= IN_D + P_D {
             continue;
         }
         let id = zd - P_D;
-        for (var kh = 0u; kh < K_H; kh++) {
+        for (var kh = taps_h.x; kh < taps_h.y; kh++) {
             let zh = oh * S_H + kh * DIL_H;
             if zh < P_H || zh >= IN_H + P_H {
                 continue;
             }
             let ih = zh - P_H;
-            for (var kw = 0u; kw < K_W; kw++) {
+            for (var kw = taps_w.x; kw < taps_w.y; kw++) {
                 let zw = ow * S_W + kw * DIL_W;
                 if zw < P_W || zw >= IN_W + P_W {
                     continue;

@@ -25,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod cases;
 pub mod cpu;
@@ -34,16 +35,13 @@ pub mod gpu;
 #[cfg(feature = "cli")]
 pub mod npy;
 mod params;
+mod tensor;
 
 pub use element::{DType, Element};
 pub use error::{Error, Result};
-pub use gpu::{
-    BackwardBuffers, BufferRegion, Context, ContextOptions, ForwardBuffers, RecordOptions,
-};
-pub use params::{
-    Axis, Geometry, InputShape, Layout, MAX_PLANE_ELEMENTS, NO_INDEX, PoolParams, PoolSpec,
-    output_size,
-};
+pub use gpu::{BackwardBuffers, BufferRegion, Context, ContextOptions, ForwardBuffers, RecordOptions};
+pub use params::{Axis, Geometry, InputShape, Layout, MAX_PLANE_ELEMENTS, NO_INDEX, PoolParams, PoolSpec, output_size};
+pub use tensor::{BackwardTensors, GpuTensor, InvalidCount, PooledTensors, TensorElement};
 
 /// Re-export of the `half` crate's `f16`, the element type of half-precision tensors.
 pub use half::f16;

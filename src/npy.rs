@@ -375,22 +375,44 @@ fn parse_header_inner(bytes: &[u8]) -> std::result::Result<Header, Problem> {
     })
 }
 
+/// Parses a NumPy type string such as `<f4`: a byte-order character (`<` little, `>` big, `=`
+/// native, `|` not applicable), a kind character and a size in bytes. Written here rather than
+/// taken from a crate: the tool must refuse hostile headers without panicking (a `.npy` crate's
+/// parser panicked on two-byte non-ASCII strings), and it keeps the library free of C build steps
+/// on other targets. `tests/suite/cli.rs` checks it against the `npyz` crate.
 fn parse_descr(descr: &str) -> std::result::Result<(ElementType, bool), Problem> {
-    use npyz::{Endianness, TypeChar, TypeStr};
-    // npyz's parser assumes at least two characters (it panics on a two-byte non-ASCII string).
+    let invalid = || malformed(format!("invalid dtype {descr:?} in the .npy header"));
     if !descr.is_ascii() || descr.len() < 2 || descr.len() > 32 {
-        return Err(malformed(format!("invalid dtype {descr:?} in the .npy header")));
+        return Err(invalid());
     }
-    let ts: TypeStr =
-        descr.parse().map_err(|e| malformed(format!("invalid dtype {descr:?} in the .npy header: {e}")))?;
-    let big_endian = ts.endianness() == Endianness::Big;
-    let element = match (ts.type_char(), ts.size_field(), ts.time_units()) {
-        (TypeChar::Float, 4, None) => ElementType::F32,
-        (TypeChar::Float, 2, None) => ElementType::F16,
-        (TypeChar::Int, 8, None) => ElementType::I64,
-        (TypeChar::Int, 4, None) => ElementType::I32,
-        (TypeChar::Uint, 4, None) => ElementType::U32,
-        (TypeChar::Float, 8, None) => {
+    let bytes = descr.as_bytes();
+    let (big_endian, rest) = match bytes[0] {
+        b'<' | b'|' => (false, &bytes[1..]),
+        b'>' => (true, &bytes[1..]),
+        b'=' => (cfg!(target_endian = "big"), &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let (&kind, size) = rest.split_first().ok_or_else(invalid)?;
+    // NumPy's kind characters; anything else is not a dtype at all.
+    if !b"biufcmMOSUVa?".contains(&kind) {
+        return Err(invalid());
+    }
+    if size.is_empty() || size.len() > 4 || !size.iter().all(u8::is_ascii_digit) {
+        // Also datetimes ('M8[ns]'), structured and other exotic dtypes: refused below as
+        // unsupported when they parse, here when they don't.
+        return Err(Problem::Unsupported(format!(
+            "dtype {descr:?} is not supported: values must be float32 ('<f4') or float16 ('<f2'), \
+             indices int64 ('<i8'), int32 ('<i4') or uint32 ('<u4')"
+        )));
+    }
+    let size: usize = std::str::from_utf8(size).ok().and_then(|s| s.parse().ok()).ok_or_else(invalid)?;
+    let element = match (kind, size) {
+        (b'f', 4) => ElementType::F32,
+        (b'f', 2) => ElementType::F16,
+        (b'i', 8) => ElementType::I64,
+        (b'i', 4) => ElementType::I32,
+        (b'u', 4) => ElementType::U32,
+        (b'f', 8) => {
             return Err(Problem::Unsupported(format!(
                 "float64 data ({descr:?}) is not supported: wgpool pools float32 (or float16); \
                  convert it with `np.save(path, x.astype(np.float32))`"

@@ -205,7 +205,9 @@ pub fn output_size(
     if s == 0 {
         return None;
     }
-    let eff = d * (k - 1) + 1;
+    // Saturating: a kernel and dilation whose product overflows even i128 reach past any input
+    // (the output size is then below 1, an error), and must not overflow here.
+    let eff = d.saturating_mul(k - 1).saturating_add(1);
     let num = i + 2 * p - eff + if ceil_mode { s - 1 } else { 0 };
     let mut out = num.div_euclid(s) + 1;
     if ceil_mode && (out - 1) * s >= i + p {
@@ -272,16 +274,34 @@ impl PoolSpec {
             )
             .expect("stride validated");
             if out < 1 {
-                return Err(Error::EmptyOutput { axis: a, input: self.input.spatial[a], output: out as i64 });
+                let output = out.max(i64::MIN as i128) as i64;
+                return Err(Error::EmptyOutput { axis: a, input: self.input.spatial[a], output });
             }
+            // An input of usize::MAX can give 2^64 outputs: more than any axis may have.
+            let output = u32::try_from(out).map_err(|_| Error::TooLarge {
+                what: format!("output size on spatial axis {a}"),
+                value: out as u128,
+                limit: u32::MAX as u128,
+            })? as usize;
             let axis = Axis {
                 input: self.input.spatial[a],
-                output: out as usize,
+                output,
                 kernel: kernel[a],
                 stride: stride[a],
                 padding: padding[a],
                 dilation: dilation[a],
             };
+            // The kernels take kernel, stride and dilation as u32 constants. (Larger values can be
+            // valid for PyTorch, with one output or a kernel of 1, but are refused here as on the GPU.)
+            for (param, v) in [("kernel", axis.kernel), ("stride", axis.stride), ("dilation", axis.dilation)] {
+                if v as u128 > u32::MAX as u128 {
+                    return Err(Error::TooLarge {
+                        what: format!("{param} on spatial axis {a}"),
+                        value: v as u128,
+                        limit: u32::MAX as u128,
+                    });
+                }
+            }
             // Every quantity the kernels compute in u32 (`o * s + k * d`, `in + p`) must fit.
             let reach =
                 (axis.output as u128 - 1) * axis.stride as u128 + (axis.kernel as u128 - 1) * axis.dilation as u128;
@@ -314,7 +334,10 @@ impl PoolSpec {
         }
         for (what, plane) in [("input tensor", geometry.plane_in_u128()), ("output tensor", geometry.plane_out_u128())]
         {
-            let total = plane.saturating_mul(geometry.batch as u128).saturating_mul(geometry.channels as u128);
+            // An empty batch still needs one image to be addressable (the GPU path computes
+            // per-image byte counts), so the batch counts as at least 1 here.
+            let batch = geometry.batch.max(1) as u128;
+            let total = plane.saturating_mul(batch).saturating_mul(geometry.channels as u128);
             // Byte counts (up to 8 bytes per element in .npy) must fit usize as well.
             if total.saturating_mul(8) > usize::MAX as u128 {
                 return Err(Error::TooLarge {
@@ -451,7 +474,8 @@ mod tests {
         assert_eq!(output_size(5, 2, 2, 0, 1, true), Some(3));
         assert_eq!(output_size(5, 2, 2, 0, 1, false), Some(2));
         assert_eq!(output_size(112, 3, 2, 1, 1, false), Some(56));
-        assert_eq!(output_size(1, 3, 1, 1, 2, false), Some(1));
+        assert_eq!(output_size(1, 3, 1, 1, 2, false), Some(-1));
+        assert_eq!(output_size(1, 3, 3, 1, 2, true), Some(1)); // padding only: taps at -1, 1, 3
         assert_eq!(output_size(2, 5, 1, 0, 1, false), Some(-2));
     }
 

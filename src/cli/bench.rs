@@ -104,7 +104,10 @@ pub fn run(args: Args) -> CliResult {
         None | Some("performance") => None,
         Some("memory") => Some(wgpool::wgpu::MemoryHints::MemoryUsage),
         Some(mib) => {
-            let bytes = mib.parse::<u64>().map_err(|_| Failure(format!("--memory-hints {mib}: expected performance, memory or a size in MiB")))? << 20;
+            let bytes = mib
+                .parse::<u64>()
+                .map_err(|_| Failure(format!("--memory-hints {mib}: expected performance, memory or a size in MiB")))?
+                << 20;
             Some(wgpool::wgpu::MemoryHints::Manual { suballocated_device_memory_block_size: bytes..bytes + 1 })
         }
     };

@@ -35,6 +35,18 @@ pub fn window_has_real_tap(a: &Axis, o: usize) -> bool {
     first < a.kernel && start + first * a.dilation < a.input + a.padding
 }
 
+/// The taps `[first, end)` of window `o` on axis `a` that fall on real elements (shader:
+/// `real_taps`, which the GPU uses for large kernels; visiting only these gives the same taps in
+/// the same order as visiting all `kernel` taps and skipping padding).
+#[inline]
+pub fn real_taps(a: &Axis, o: usize) -> std::ops::Range<usize> {
+    let start = o * a.stride;
+    let first = if start < a.padding { (a.padding - start).div_ceil(a.dilation) } else { 0 };
+    let end =
+        if start < a.input + a.padding { a.kernel.min((a.input + a.padding - start).div_ceil(a.dilation)) } else { 0 };
+    first..end.max(first)
+}
+
 /// Whether input coordinate `i` is one of the taps of window `o` on axis `a`.
 #[inline]
 pub fn window_contains(a: &Axis, o: usize, i: usize) -> bool {
@@ -44,7 +56,7 @@ pub fn window_contains(a: &Axis, o: usize, i: usize) -> bool {
         return false;
     }
     let rel = z - start;
-    rel % a.dilation == 0 && rel / a.dilation < a.kernel
+    rel.is_multiple_of(a.dilation) && rel / a.dilation < a.kernel
 }
 
 /// Whether window `(od, oh, ow)` may hold `index` after a forward pass with `g`: one of its real

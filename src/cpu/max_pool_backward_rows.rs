@@ -9,7 +9,7 @@ use crate::params::Geometry;
 
 /// Whether the row-block gather applies: one lane (channels-first) and a width divisible by 4.
 pub fn gather_rows_eligible(g: &Geometry) -> bool {
-    g.groups_and_lanes().1 == 1 && g.axes[2].input % 4 == 0
+    g.groups_and_lanes().1 == 1 && g.axes[2].input.is_multiple_of(4)
 }
 
 /// One block of four elements: writes them and returns the number of invalid indices among the

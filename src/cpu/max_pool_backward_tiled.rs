@@ -3,7 +3,7 @@
 //! "invocation" per output writes its whole window: the gradient at the argmax, +0.0 elsewhere.
 //! It must agree bit for bit with the gather formulation in `max_pool_backward.rs`.
 
-use super::max_pool_backward::gradient_term;
+use super::max_pool_backward::{gradient_term, real_taps};
 use crate::element::Element;
 use crate::params::Geometry;
 
@@ -32,19 +32,19 @@ pub fn max_pool_backward_tiled_invocation<T: Element>(
     // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0, a NaN with PyTorch's bits.
     let gradient = gradient_term(grad_output[t]);
     let mut matched = false;
-    for kd in 0..ad.kernel {
+    for kd in real_taps(&ad, od) {
         let zd = od * ad.stride + kd;
         if zd < ad.padding || zd >= ad.input + ad.padding {
             continue;
         }
         let id = zd - ad.padding;
-        for kh in 0..ah.kernel {
+        for kh in real_taps(&ah, oh) {
             let zh = oh * ah.stride + kh;
             if zh < ah.padding || zh >= ah.input + ah.padding {
                 continue;
             }
             let ih = zh - ah.padding;
-            for kw in 0..aw.kernel {
+            for kw in real_taps(&aw, ow) {
                 let zw = ow * aw.stride + kw;
                 if zw < aw.padding || zw >= aw.input + aw.padding {
                     continue;

@@ -2,6 +2,7 @@
 //! decode, the same window scan and the same update rule, written to be read side by side with
 //! the shader. This is the reference every other path is checked against; keep it simple.
 
+use super::max_pool_backward::real_taps;
 use crate::element::Element;
 use crate::params::{Geometry, NO_INDEX};
 
@@ -23,20 +24,20 @@ pub fn max_pool_forward_invocation<T: Element>(g: &Geometry, input: &[T], t: usi
     let mut best = T::NEG_INFINITY;
     let mut arg = NO_INDEX;
     let mut found = false;
-    for kd in 0..ad.kernel {
+    for kd in real_taps(&ad, od) {
         // Coordinates carry +padding so that they stay unsigned, as in the shader.
         let zd = od * ad.stride + kd * ad.dilation;
         if zd < ad.padding || zd >= ad.input + ad.padding {
             continue;
         }
         let id = zd - ad.padding;
-        for kh in 0..ah.kernel {
+        for kh in real_taps(&ah, oh) {
             let zh = oh * ah.stride + kh * ah.dilation;
             if zh < ah.padding || zh >= ah.input + ah.padding {
                 continue;
             }
             let ih = zh - ah.padding;
-            for kw in 0..aw.kernel {
+            for kw in real_taps(&aw, ow) {
                 let zw = ow * aw.stride + kw * aw.dilation;
                 if zw < aw.padding || zw >= aw.input + aw.padding {
                     continue;

@@ -16,7 +16,7 @@ pub fn rows_eligible(g: &Geometry, block: usize) -> bool {
         && w.stride == 2
         && w.dilation == 1
         && w.padding == 0
-        && w.input % (2 * block) == 0
+        && w.input.is_multiple_of(2 * block)
 }
 
 /// One block of four outputs: returns their values and indices.

@@ -2,16 +2,26 @@
 //!
 //! - [`forward`] / [`backward`]: the fast path (multi-threaded with the default `parallel`
 //!   feature), bit-exact with the reference.
-//! - [`reference`]: the simple mirror of the shaders, file for file
+//! - [`mod@reference`]: the simple mirror of the shaders, file for file
 //!   (`max_pool_forward.rs` ↔ `shaders/max_pool_forward.wgsl`, `max_pool_backward.rs` ↔
 //!   `shaders/max_pool_backward.wgsl`, `max_pool_backward_tiled.rs` ↔
-//!   `shaders/max_pool_backward_tiled.wgsl`). Every other result is checked against it.
+//!   `shaders/max_pool_backward_tiled.wgsl`, the row-blocked `*_rows.rs` ↔ `shaders/*_rows.wgsl`
+//!   and the workgroup-memory tiles `*_shared.rs` ↔ `shaders/*_shared.wgsl`).
+//!   Every other result is checked against it.
 
+mod fast;
 mod max_pool_backward;
+mod max_pool_backward_rows;
+mod max_pool_backward_shared;
 mod max_pool_backward_tiled;
+mod max_pool_backward_tiled_rows;
 mod max_pool_forward;
+mod max_pool_forward_rows;
+mod max_pool_forward_shared;
 
-pub use max_pool_backward::{anchor, candidate_windows, index_valid, window_contains, window_has_real_tap};
+pub use max_pool_backward::{
+    GradientSum, anchor, candidate_windows, gradient_term, index_valid, real_taps, window_contains, window_has_real_tap,
+};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -43,8 +53,22 @@ pub(crate) fn check_len(what: &str, expected: usize, found: usize) -> Result<()>
 /// The simple reference implementation that mirrors the shaders.
 pub mod reference {
     pub use super::max_pool_backward::{max_pool_backward, max_pool_backward_invocation};
+    pub use super::max_pool_backward_rows::{
+        gather_rows_eligible, max_pool_backward_rows, max_pool_backward_rows_invocation,
+    };
+    pub use super::max_pool_backward_shared::{
+        backward_shared_workgroups, max_pool_backward_shared, max_pool_backward_shared_workgroup,
+    };
     pub use super::max_pool_backward_tiled::{max_pool_backward_tiled, max_pool_backward_tiled_invocation};
+    pub use super::max_pool_backward_tiled_rows::{
+        max_pool_backward_tiled_rows, max_pool_backward_tiled_rows_invocation,
+    };
     pub use super::max_pool_forward::{max_pool_forward, max_pool_forward_invocation};
+    pub use super::max_pool_forward_rows::{max_pool_forward_rows, max_pool_forward_rows_invocation, rows_eligible};
+    pub use super::max_pool_forward_shared::{
+        BACKWARD_SHARED_CAPACITY, FORWARD_SHARED_CAPACITY, backward_window_tile, forward_input_tile,
+        forward_shared_workgroups, max_pool_forward_shared, max_pool_forward_shared_workgroup, shared_tile,
+    };
     use super::*;
 
     /// Forward pass (values and indices) on the CPU, one output at a time.
@@ -84,7 +108,7 @@ pub(crate) fn check_backward_lens(g: &Geometry, grad_output: usize, indices: usi
 /// assert_eq!((out.values[1], out.indices[1]), (7.0, 7));
 /// ```
 pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
-    reference::forward(spec, input)
+    fast::forward(spec, input)
 }
 
 /// Backward pass on the CPU: `grad_input[n, c, idx] += grad_output` in output order.
@@ -98,5 +122,5 @@ pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
 /// assert!(cpu::backward(&spec, &[1.0f32, 2.0, 4.0], &[1, 0, 3]).is_err()); // 0 is outside window 1
 /// ```
 pub fn backward<T: Element>(spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>> {
-    reference::backward(spec, grad_output, indices)
+    fast::backward(spec, grad_output, indices)
 }

@@ -105,7 +105,7 @@ impl Context {
     /// Every device operation of a host-level call happens in here, so that a wgpu error (out of
     /// memory, validation, an invalid buffer on a lost device) comes back as an [`Error`] and never
     /// reaches the device's uncaptured-error handler (which panics on a device the caller made).
-    fn submit_scoped<R>(
+    async fn submit_scoped<R>(
         &self,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<R>,
     ) -> Result<(R, wgpu::SubmissionIndex)> {
@@ -117,7 +117,7 @@ impl Context {
         let submission = recorded.map(|r| (r, self.queue.submit([encoder.finish()])));
         let errors = [internal.pop(), validation.pop(), oom.pop()];
         for e in errors {
-            if let Some(e) = pollster::block_on(e) {
+            if let Some(e) = e.await {
                 return Err(scope_error(e));
             }
         }
@@ -217,18 +217,23 @@ impl Context {
         let (in_bytes, val_bytes, idx_bytes) =
             (padded_bytes(input.len(), elem), padded_bytes(n_out, elem), padded_bytes(n_out, 4));
         self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
-        let (buffers, submission) = self.submit_scoped(|encoder| {
-            let input_buffer = self.upload("wgpool input", input);
-            let values = self.output("wgpool values", val_bytes);
-            let indices = self.output("wgpool indices", idx_bytes);
-            let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
-            let buffers =
-                ForwardBuffers { input: (&input_buffer).into(), values: (&values).into(), indices: (&indices).into() };
-            self.record_forward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
-            encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
-            encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
-            Ok([input_buffer, values, indices, staging])
-        })?;
+        let (buffers, submission) = self
+            .submit_scoped(|encoder| {
+                let input_buffer = self.upload("wgpool input", input);
+                let values = self.output("wgpool values", val_bytes);
+                let indices = self.output("wgpool indices", idx_bytes);
+                let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
+                let buffers = ForwardBuffers {
+                    input: (&input_buffer).into(),
+                    values: (&values).into(),
+                    indices: (&indices).into(),
+                };
+                self.record_forward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
+                encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
+                encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
+                Ok([input_buffer, values, indices, staging])
+            })
+            .await?;
         let bytes = self.read_back::<u8>(&buffers[3], (val_bytes + idx_bytes) as usize, submission).await?;
         // Only now back to the pool: the buffers of a failed call may still be in use or mapped (a
         // timeout), so they are dropped, never reused.
@@ -267,21 +272,23 @@ impl Context {
         let counter_offset = gi_bytes.next_multiple_of(self.limits.min_storage_buffer_offset_alignment as u64);
         let out_bytes = counter_offset + 4;
         self.check_buffer_sizes(&[go_bytes, idx_bytes, out_bytes])?;
-        let (buffers, submission) = self.submit_scoped(|encoder| {
-            let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
-            let indices_buffer = self.upload("wgpool indices", indices);
-            let grad_input = self.output("wgpool grad_input", out_bytes);
-            let staging = self.pool.take(&self.device, "wgpool readback", out_bytes, READBACK);
-            let buffers = BackwardBuffers {
-                grad_output: (&grad_output_buffer).into(),
-                indices: (&indices_buffer).into(),
-                grad_input: (&grad_input).into(),
-                invalid_count: BufferRegion::new(&grad_input, counter_offset),
-            };
-            self.record_backward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
-            encoder.copy_buffer_to_buffer(&grad_input, 0, &staging, 0, out_bytes);
-            Ok([grad_output_buffer, indices_buffer, grad_input, staging])
-        })?;
+        let (buffers, submission) = self
+            .submit_scoped(|encoder| {
+                let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
+                let indices_buffer = self.upload("wgpool indices", indices);
+                let grad_input = self.output("wgpool grad_input", out_bytes);
+                let staging = self.pool.take(&self.device, "wgpool readback", out_bytes, READBACK);
+                let buffers = BackwardBuffers {
+                    grad_output: (&grad_output_buffer).into(),
+                    indices: (&indices_buffer).into(),
+                    grad_input: (&grad_input).into(),
+                    invalid_count: BufferRegion::new(&grad_input, counter_offset),
+                };
+                self.record_backward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
+                encoder.copy_buffer_to_buffer(&grad_input, 0, &staging, 0, out_bytes);
+                Ok([grad_output_buffer, indices_buffer, grad_input, staging])
+            })
+            .await?;
         let bytes = self.read_back::<u8>(&buffers[3], out_bytes as usize, submission).await?;
         // See `forward_async`: only a successful call's buffers are reused.
         self.pool.give_back(buffers);

@@ -226,6 +226,7 @@ pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec
         ["P_D", "P_H", "P_W"],
         ["DIL_D", "DIL_H", "DIL_W"],
     ];
+    c.push(("RANGED_TAPS", if ranged_taps(g) { 1.0 } else { 0.0 }));
     for (axis, name) in [d, h, w].iter().zip(["CAND_D", "CAND_H", "CAND_W"]) {
         c.push((name, axis.effective_kernel().div_ceil(axis.stride) as f64));
     }
@@ -243,6 +244,15 @@ pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec
         }
     }
     c
+}
+
+/// Kernels above this size on some axis make the window loops visit only real taps
+/// (`RANGED_TAPS` in `common.wgsl`); below, the loops keep constant trip counts and unroll.
+pub const RANGED_TAPS_ABOVE: usize = 64;
+
+/// Whether `g`'s window loops visit only real taps (see [`RANGED_TAPS_ABOVE`]).
+pub fn ranged_taps(g: &Geometry) -> bool {
+    g.axes.iter().any(|a| a.kernel > RANGED_TAPS_ABOVE)
 }
 
 /// What a pipeline is specialised to: the geometry without the batch (which only changes counts).

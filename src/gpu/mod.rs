@@ -332,11 +332,3 @@ pub(crate) fn scope_error(e: wgpu::Error) -> Error {
         other => Error::Device(other.to_string()),
     }
 }
-
-/// Checks that `dtype` is one the WGSL kernels accept.
-pub fn dtype_feature(dtype: DType) -> Option<wgpu::Features> {
-    match dtype {
-        DType::F32 => None,
-        DType::F16 => Some(wgpu::Features::SHADER_F16),
-    }
-}

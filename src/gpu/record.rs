@@ -206,7 +206,7 @@ impl Context {
             return Err(Error::BufferUsage { what: t.what.into(), usage: "STORAGE".into() });
         }
         let align = t.elem.max(if t.elem == 2 { 2 } else { 4 });
-        if t.region.offset % align != 0 {
+        if !t.region.offset.is_multiple_of(align) {
             return Err(Error::Misaligned { what: t.what.into(), offset: t.region.offset, alignment: align });
         }
         let needed = t.region.offset.checked_add(total_bytes.next_multiple_of(4)).ok_or_else(|| Error::TooLarge {
@@ -247,7 +247,7 @@ impl Context {
         };
         !self.options.scalar_only
             && eligible
-            && tensors.iter().zip(kernel.items()).all(|(t, items)| t.region.offset % (items * t.elem) == 0)
+            && tensors.iter().zip(kernel.items()).all(|(t, items)| t.region.offset.is_multiple_of(items * t.elem))
     }
 
     /// The tile of the workgroup-memory kernels where they apply: overlapping windows (on the
@@ -264,8 +264,8 @@ impl Context {
     fn lane_width(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> LaneWidth {
         let four = !self.options.scalar_only
             && g.layout == crate::Layout::ChannelsLast
-            && g.channels % 4 == 0
-            && tensors.iter().all(|t| t.region.offset % (4 * t.elem) == 0);
+            && g.channels.is_multiple_of(4)
+            && tensors.iter().all(|t| t.region.offset.is_multiple_of(4 * t.elem));
         if four { LaneWidth::Four } else { LaneWidth::One }
     }
 

@@ -109,6 +109,10 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
             Layout::ChannelsFirst,
         ),
         (InputShape::nchw(1, 2, 7, 16), PoolParams::new([2, 2]).stride([3, 3]).ceil_mode(true), Layout::ChannelsFirst),
+        // Kernels above 64 taps: the loops visit only real taps (RANGED_TAPS).
+        (InputShape::new(1, 2, [70]), PoolParams::new([100]).padding([50]), Layout::ChannelsFirst),
+        (InputShape::nchw(1, 2, 5, 50), PoolParams::new([1, 80]).stride([1, 7]).padding([0, 40]), Layout::ChannelsLast),
+        (InputShape::new(1, 3, [70]), PoolParams::new([100]).padding([40]), Layout::ChannelsFirst),
         // Kernel 1, stride 1: identity.
         (InputShape::nchw(1, 2, 3, 3), PoolParams::new([1, 1]), Layout::ChannelsFirst),
         // Large dilation and stride 1 on 3-D.
@@ -319,8 +323,7 @@ fn encoder_level_over_caller_buffers_at_offsets() {
             ctx.queue().submit([e.finish()]);
             staging.slice(..).map_async(wgpu::MapMode::Read, |r| r.unwrap());
             ctx.wait(None).unwrap();
-            let v = staging.slice(..).get_mapped_range().unwrap().to_vec();
-            v
+            staging.slice(..).get_mapped_range().unwrap().to_vec()
         };
         let want = cpu::reference::forward(&spec, &input).unwrap();
         let want_gi = cpu::reference::backward(&spec, &grad_output, &want.indices).unwrap();

@@ -7,3 +7,7 @@ mod golden;
 mod gpu_vs_cpu;
 mod mirrors;
 mod naga_translate;
+mod npy_corpus;
+mod robustness;
+mod soak;
+mod tensor;

@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""PyTorch on wgpool's performance cases, on this machine: max pooling forward (with indices) and
+backward, float32, CPU always and CUDA where available. Prints a table, writes JSON (--json), and
+puts wgpool's own criterion medians next to PyTorch's (--criterion target/criterion).
+
+    python3 benches/compare_torch.py [--quick] [--cases A,B] [--threads 1,2] [--runs 15]
+                                     [--json out.json] [--criterion target/criterion]
+                                     [--no-cuda] [--cuda-only]
+
+The cases are those of `wgpool::cases::full()` and, with --quick, `wgpool::cases::quick()`
+(src/cases.rs). The two lists are kept in sync BY HAND: change one, change the other.
+
+CPU (perf_counter, warm-up then median of --runs, each case after waiting for the other processes
+of the machine to go quiet): four variants per case, layout and thread count:
+  fwd      F.max_poolNd(x, k, s, p, return_indices=True)             allocates its outputs
+  fwd_out  aten.max_poolNd_with_indices.out(..., out=, indices=)       preallocated outputs
+  bwd      aten.max_poolNd_with_indices_backward(gO, x, ..., idx)      allocates grad_input
+  bwd_out  aten.max_poolNd_with_indices_backward.grad_input(..., grad_input=)
+wgpool's `cpu::forward` / `cpu::backward` allocate, so `fwd` / `bwd` are the like-for-like
+columns; the `_out` ones are PyTorch without allocation (and its page faults). 1-D runs the way
+PyTorch runs it on the CPU: the 2-D kernel on (N, C, 1, L).
+
+CUDA (as perf/bench_torch_cuda.py: CUDA events, warm-up then median of 50): `fwd` and `bwd` (the
+allocating calls), plus the device-to-device copy bandwidth of a 1 GiB tensor (read + write).
+
+Bytes (GB/s): PyTorch moves int64 indices: forward = input read + values written + indices (8 B)
+written; backward = grad_out read + indices (8 B) read + grad_input written. wgpool's criterion
+throughput counts u32 indices (4 B); the side-by-side table compares times, not GB/s.
+
+JSON: {"machine": {...}, "results": [{"device", "threads", "case", "layout", "direction",
+"variant", "median_ms", "min_ms", "bytes"}...], "cuda_copy_GBps": ...}; layout is "ncx"
+(channels-first) or "nxc" (channels-last), as wgpool names them.
+"""
+import argparse, datetime, json, os, platform, statistics as st, sys, time
+
+import torch
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+# name: (spatial rank, logical shape (N, C, *spatial), kernel, stride, padding, layouts)
+# Keep in sync with src/cases.rs (full()).
+FULL = {
+    "A": (2, (32, 64, 112, 112), 2, 2, 0, ("ncx", "nxc")),
+    "B": (2, (32, 64, 112, 112), 3, 2, 1, ("ncx", "nxc")),
+    "C": (2, (8, 256, 56, 56), 2, 2, 0, ("ncx", "nxc")),
+    "D": (2, (1, 3, 1024, 1024), 2, 2, 0, ("ncx", "nxc")),
+    "E": (2, (16, 512, 14, 14), 2, 2, 0, ("ncx", "nxc")),
+    "F1": (1, (32, 64, 4096), 2, 2, 0, ("ncx",)),
+    "F3": (3, (4, 32, 32, 32, 32), 2, 2, 0, ("ncx",)),
+    "G": (2, (64, 64, 224, 224), 2, 2, 0, ("ncx", "nxc")),
+}
+
+
+def quick_cases():
+    """src/cases.rs quick(): batch 1, D at 256x256, G with 16 channels."""
+    q = {}
+    for name, (rank, shape, k, s, p, layouts) in FULL.items():
+        shape = (1,) + shape[1:]
+        if name == "D":
+            shape = shape[:2] + (256, 256)
+        if name == "G":
+            shape = (shape[0], 16) + shape[2:]
+        q[name] = (rank, shape, k, s, p, layouts)
+    return q
+
+
+def read_busy_jiffies():
+    with open("/proc/stat") as f:
+        v = [int(t) for t in f.readline().split()[1:]]
+    return sum(v[:8]) - v[3] - v[4]  # all but idle and iowait
+
+
+def own_jiffies():
+    t = os.times()
+    return (t.user + t.system) * os.sysconf("SC_CLK_TCK")
+
+
+def foreign_cores(fn):
+    """Runs fn(); returns (its result, cores used by other processes meanwhile)."""
+    if not os.path.exists("/proc/stat"):
+        return fn(), float("nan")
+    b0, o0, w0 = read_busy_jiffies(), own_jiffies(), time.time()
+    r = fn()
+    dt = max(time.time() - w0, 1e-3)
+    return r, ((read_busy_jiffies() - b0) - (own_jiffies() - o0)) / os.sysconf("SC_CLK_TCK") / dt
+
+
+def wait_quiet(max_wait, thresh=0.15):
+    """Waits (up to max_wait s) until other processes use fewer than thresh cores over 1 s."""
+    if max_wait <= 0 or not os.path.exists("/proc/stat"):
+        return float("nan")
+    t_end = time.time() + max_wait
+    while True:
+        _, foreign = foreign_cores(lambda: time.sleep(1.0))
+        if foreign < thresh or time.time() > t_end:
+            return foreign
+
+
+def bench_cpu(fn, warmup, runs):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return st.median(ts) * 1e3, min(ts) * 1e3
+
+
+def bench_cuda(fn, reps=50, warm=5):
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b))
+    return st.median(ts), min(ts)
+
+
+def setup(case, layout, device):
+    """The four callables of one case and layout, checked against each other."""
+    rank, shape, k, s, p, _ = case
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float32, device=device)
+    if layout == "nxc":
+        x = x.contiguous(memory_format=torch.channels_last if rank == 2 else torch.channels_last_3d)
+    if rank == 1:
+        xin, kk, ss, pp = x.unsqueeze(-2), [1, k], [1, s], [0, p]
+        fwd_op, bwd_op = aten.max_pool2d_with_indices, aten.max_pool2d_with_indices_backward
+        user = lambda: F.max_pool1d(x, k, s, p, return_indices=True)
+    else:
+        xin, kk, ss, pp = x, [k] * rank, [s] * rank, [p] * rank
+        fwd_op = aten.max_pool2d_with_indices if rank == 2 else aten.max_pool3d_with_indices
+        bwd_op = aten.max_pool2d_with_indices_backward if rank == 2 else aten.max_pool3d_with_indices_backward
+        pool = F.max_pool2d if rank == 2 else F.max_pool3d
+        user = lambda: pool(x, k, s, p, return_indices=True)
+    dd = [1] * len(kk)
+    out, idx = fwd_op(xin, kk, ss, pp, dd, False)
+    ou, iu = user()
+    assert torch.equal(ou.reshape(out.shape), out) and torch.equal(iu.reshape(idx.shape), idx)
+    out_buf, idx_buf = torch.empty_like(out), torch.empty_like(idx)
+    g = torch.randn_like(out)
+    gin_buf = torch.empty_like(xin)
+    fns = {
+        "fwd": user,
+        "fwd_out": lambda: fwd_op.out(xin, kk, ss, pp, dd, False, out=out_buf, indices=idx_buf),
+        "bwd": lambda: bwd_op(g, xin, kk, ss, pp, dd, False, idx),
+        "bwd_out": lambda: bwd_op.grad_input(g, xin, kk, ss, pp, dd, False, idx, grad_input=gin_buf),
+    }
+    if device == "cpu":
+        fns["fwd_out"]()
+        assert torch.equal(out_buf, out) and torch.equal(idx_buf, idx)
+        ref = fns["bwd"]()
+        fns["bwd_out"]()
+        assert torch.equal(ref, gin_buf)
+    else:
+        del fns["fwd_out"], fns["bwd_out"]  # CUDA: the allocating calls, as in perf/bench_torch_cuda.py
+    nin, nout = xin.numel(), out.numel()
+    bytes_ = {"fwd": nin * 4 + nout * 12, "bwd": nout * 12 + nin * 4}
+    return fns, bytes_
+
+
+def criterion_median_ms(root, case, layout, direction, quick):
+    """wgpool's criterion median for cpu[-quick]/<case>/<layout>/<direction>, or None."""
+    group = f"{'cpu-quick' if quick else 'cpu'}_{case}_{layout}"
+    path = os.path.join(root, group, direction, "new", "estimates.json")
+    try:
+        with open(path) as f:
+            return json.load(f)["median"]["point_estimate"] / 1e6
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def machine_info():
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the small shapes of wgpool::cases::quick()")
+    ap.add_argument("--cases", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--threads", default="", help="CPU thread counts, e.g. 1,2 (default: torch's)")
+    ap.add_argument("--runs", type=int, default=15, help="CPU timed runs per measurement")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="max seconds to wait for the machine to go quiet before each CPU case (0: never)")
+    ap.add_argument("--json", default="", help="write the results here")
+    ap.add_argument("--criterion", default="", help="criterion directory of `cargo bench --bench cpu`")
+    ap.add_argument("--no-cuda", action="store_true")
+    ap.add_argument("--cuda-only", action="store_true")
+    a = ap.parse_args()
+
+    cases = quick_cases() if a.quick else dict(FULL)
+    if a.cases:
+        unknown = [c for c in a.cases.split(",") if c not in cases]
+        if unknown:
+            sys.exit(f"unknown case(s) {unknown}; known: {list(cases)}")
+        cases = {c: cases[c] for c in a.cases.split(",")}
+    info = machine_info()
+    print(f"torch {info['torch']} ({info['torch_cpu_capability']}), CPU {info['cpu_model']} "
+          f"x{info['cpu_count']}, {info['date']}, {'quick' if a.quick else 'full'} shapes", flush=True)
+    results = []
+
+    def record(device, threads, case, layout, direction, variant, med, mn, nbytes, foreign=None):
+        r = dict(device=device, threads=threads, case=case, layout=layout, direction=direction,
+                 variant=variant, median_ms=med, min_ms=mn, bytes=nbytes)
+        if foreign is not None:
+            r["foreign_cores"] = foreign
+        results.append(r)
+
+    if not a.cuda_only:
+        threads = [int(t) for t in a.threads.split(",")] if a.threads else [torch.get_num_threads()]
+        print(f"\nCPU, median of {a.runs} (ms; GB/s with int64 indices)")
+        print(f"{'case':4} {'thr':>3} {'lay':4} | {'fwd':>9} {'fwd_out':>9} | {'bwd':>9} {'bwd_out':>9} | foreign")
+        with torch.no_grad():
+            for nt in threads:
+                torch.set_num_threads(nt)
+                for name, case in cases.items():
+                    for layout in case[5]:
+                        fns, nbytes = setup(case, layout, "cpu")
+                        wait_quiet(a.quiet_wait)
+                        res, foreign = foreign_cores(lambda: {k: bench_cpu(f, a.warmup, a.runs) for k, f in fns.items()})
+                        for k, (med, mn) in res.items():
+                            d = k.split("_")[0]
+                            record("cpu", nt, name, layout, d, "out" if k.endswith("_out") else "alloc",
+                                   med, mn, nbytes[d], foreign)
+                        print(f"{name:4} {nt:>3} {layout:4} | {res['fwd'][0]:9.3f} {res['fwd_out'][0]:9.3f} | "
+                              f"{res['bwd'][0]:9.3f} {res['bwd_out'][0]:9.3f} | {foreign:5.2f}", flush=True)
+                        del fns
+
+    copy_gbps = None
+    if torch.cuda.is_available() and not a.no_cuda:
+        x = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()  # 1 GiB
+        y = torch.empty_like(x)
+        t, _ = bench_cuda(lambda: y.copy_(x), reps=20)
+        copy_gbps = 2 * x.numel() * 4 / t / 1e6
+        del x, y
+        print(f"\nCUDA {info['cuda_device']}, cudnn {info['cudnn']}: copy 1 GiB {t:.3f} ms, "
+              f"{copy_gbps:.0f} GB/s read+write; CUDA events, median of 50 (ms, GB/s with int64 indices)")
+        print(f"{'case':4} {'lay':4} | {'fwd':>8} {'GB/s':>6} | {'bwd':>8} {'GB/s':>6}")
+        for name, case in cases.items():
+            for layout in case[5]:
+                fns, nbytes = setup(case, layout, "cuda")
+                res = {k: bench_cuda(f) for k, f in fns.items()}
+                for k, (med, mn) in res.items():
+                    record("cuda", None, name, layout, k, "alloc", med, mn, nbytes[k])
+                print(f"{name:4} {layout:4} | {res['fwd'][0]:8.3f} {nbytes['fwd'] / res['fwd'][0] / 1e6:6.0f} | "
+                      f"{res['bwd'][0]:8.3f} {nbytes['bwd'] / res['bwd'][0] / 1e6:6.0f}", flush=True)
+                del fns
+                torch.cuda.empty_cache()
+
+    if a.criterion:
+        cpu = [r for r in results if r["device"] == "cpu"]
+        print(f"\nwgpool (criterion median, {a.criterion}) next to PyTorch CPU, ms; ratio = PyTorch / wgpool "
+              f"(> 1: wgpool faster); 'best' = PyTorch's faster layout and variant")
+        print(f"{'case':4} {'lay':4} {'dir':3} | {'wgpool':>9} | "
+              + " | ".join(f"{'torch ' + str(t) + 'T':>10} {'out':>9}" for t in sorted({r['threads'] for r in cpu}))
+              + f" | {'best':>9} {'ratio':>6}")
+        for name, case in cases.items():
+            for layout in case[5]:
+                for d in ("fwd", "bwd"):
+                    ours = criterion_median_ms(a.criterion, name, layout, d, a.quick)
+                    cols, best = [], None
+                    for t in sorted({r["threads"] for r in cpu}):
+                        get = lambda v: next((r["median_ms"] for r in cpu if (r["case"], r["layout"], r["direction"],
+                                              r["variant"], r["threads"]) == (name, layout, d, v, t)), None)
+                        cols.append(f"{get('alloc') or float('nan'):10.3f} {get('out') or float('nan'):9.3f}")
+                    same = [r["median_ms"] for r in cpu if r["case"] == name and r["direction"] == d]
+                    best = min(same) if same else None
+                    ratio = best / ours if (best and ours) else float("nan")
+                    print(f"{name:4} {layout:4} {d:3} | {ours if ours else float('nan'):9.3f} | " + " | ".join(cols)
+                          + f" | {best or float('nan'):9.3f} {ratio:6.2f}")
+
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": info, "quick": a.quick, "cuda_copy_GBps": copy_gbps, "results": results}, f, indent=1)
+        print(f"\nwrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()

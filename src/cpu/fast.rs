@@ -1,0 +1,445 @@
+//! The fast CPU path: the results of [`super::reference`], bit for bit, from kernels that
+//! vectorise and (with the `parallel` feature) run on rayon's thread pool.
+//!
+//! - Forward: tasks are ranges of output rows `(group, od, oh)`. A row's windows share their
+//!   input rows (the real `(kd, kh)` taps), so the kernels keep the reference's window scan (the
+//!   first real tap, then `v > best || isnan(v)` for every later tap, in row-major order) but run
+//!   it for a whole row at once, one pass per input row: across `ow` in channels-first (fixed
+//!   kernels for `k2 s2` and `k3 s2`, strided passes otherwise), across `(ow, c)` for a few
+//!   channels, across the contiguous channels otherwise. Windows cut by padding at either end of
+//!   a row go through a scalar scan. Selects are done on the bits (see `lane.rs`).
+//! - Backward, windows that tile the input (`k == s`, no dilation): every output writes its whole
+//!   window (`gradient_term(g)` at its index, +0.0 elsewhere: what the reference's gather gives
+//!   when one window reaches each element) and checks its index on the way; no zero fill, no
+//!   second pass. Short rows and few channels write zeros, then one element per output.
+//! - Backward, any other geometry: a vectorised pass validates every index against its window's
+//!   taps (the reference's count), then a scatter adds every gradient to its input element in
+//!   increasing output order, as the reference's gather sums them (with its NaN rules). The
+//!   scatter is split by input rows, not outputs: each task owns a contiguous block of
+//!   `grad_input` and walks, in order, every output whose window can reach that block, keeping the
+//!   hits inside it. No atomics, and the order of the additions is the reference's.
+//!
+//! Element `(group, pos, lane)` lives at `(group * plane + pos) * lanes + lane` (see
+//! [`Geometry::groups_and_lanes`]): channels-first rows are `ow`-contiguous, channels-last rows
+//! are `(ow, c)`-contiguous, and both share the row bookkeeping here.
+//!
+//! No `unsafe`: the kernels are plain slice code that LLVM vectorises for the baseline target
+//! (SSE2 on x86-64). Building for the machine (`-C target-cpu=native`) widens the vectors;
+//! runtime dispatch to AVX2 was measured at about 15 % on the `k3 s2` kernel alone, less on whole
+//! passes, which are mostly memory-bound, and was left out.
+
+mod backward;
+mod forward;
+mod lane;
+
+use half::f16;
+
+use super::{Pooled, check_backward_lens, check_len};
+use crate::element::{DType, Element};
+use crate::error::{Error, Result};
+use crate::params::{Axis, Geometry, PoolSpec};
+
+/// Forward pass: values and argmax indices, in the layout of `spec`.
+pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
+    let g = spec.validate()?;
+    check_len("input", g.input_len(), input.len())?;
+    let mut out = Pooled { values: zeroed(g.output_len()), indices: vec![0; g.output_len()] };
+    run_forward(&g, input, &mut out.values, &mut out.indices);
+    Ok(out)
+}
+
+/// Forward pass into caller-provided buffers (every element is overwritten).
+#[allow(dead_code)] // Used by the tests; ready to be re-exported as `cpu::forward_into`.
+pub fn forward_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T], indices: &mut [u32]) -> Result<()> {
+    let g = spec.validate()?;
+    check_len("input", g.input_len(), input.len())?;
+    check_len("values", g.output_len(), values.len())?;
+    check_len("indices", g.output_len(), indices.len())?;
+    run_forward(&g, input, values, indices);
+    Ok(())
+}
+
+/// Backward pass: the input gradient, or [`Error::InvalidIndices`] with the reference's count.
+pub fn backward<T: Element>(spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>> {
+    let g = spec.validate()?;
+    check_backward_lens(&g, grad_output.len(), indices.len())?;
+    let mut grad_input = zeroed(g.input_len());
+    match run_backward(&g, grad_output, indices, &mut grad_input) {
+        0 => Ok(grad_input),
+        count => Err(Error::InvalidIndices { count }),
+    }
+}
+
+/// Backward pass into a caller-provided buffer (every element is overwritten; on
+/// [`Error::InvalidIndices`] its contents are unspecified).
+#[allow(dead_code)] // Used by the tests; ready to be re-exported as `cpu::backward_into`.
+pub fn backward_into<T: Element>(
+    spec: &PoolSpec,
+    grad_output: &[T],
+    indices: &[u32],
+    grad_input: &mut [T],
+) -> Result<()> {
+    let g = spec.validate()?;
+    check_backward_lens(&g, grad_output.len(), indices.len())?;
+    check_len("grad_input", g.input_len(), grad_input.len())?;
+    match run_backward(&g, grad_output, indices, grad_input) {
+        0 => Ok(()),
+        count => Err(Error::InvalidIndices { count }),
+    }
+}
+
+/// Dispatches on the element type: the kernels are written for [`lane::Lane`], which `Element`
+/// (sealed, f32 or f16) cannot name, so the slices are reinterpreted as what they are.
+fn run_forward<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices: &mut [u32]) {
+    use bytemuck::{cast_slice, cast_slice_mut};
+    match T::DTYPE {
+        DType::F32 => forward::run::<f32>(g, cast_slice(input), cast_slice_mut(values), indices),
+        DType::F16 => forward::run::<f16>(g, cast_slice(input), cast_slice_mut(values), indices),
+    }
+}
+
+/// Returns the number of invalid indices.
+fn run_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], grad_input: &mut [T]) -> u64 {
+    use bytemuck::{cast_slice, cast_slice_mut};
+    match T::DTYPE {
+        DType::F32 => backward::run::<f32>(g, cast_slice(grad_output), indices, cast_slice_mut(grad_input)),
+        DType::F16 => backward::run::<f16>(g, cast_slice(grad_output), indices, cast_slice_mut(grad_input)),
+    }
+}
+
+/// A vector of +0.0 from `calloc`: large ones are fresh pages that nothing touches before the
+/// kernels write them, in parallel (a fill here would fault every page in on this thread first).
+/// `vec![T::ZERO; n]` gets `calloc` for f32 (the standard library specialises zero `f32`s) but
+/// not for `half::f16`, which goes through `u16`.
+fn zeroed<T: Element>(n: usize) -> Vec<T> {
+    use half::vec::HalfBitsVecExt;
+    use std::any::Any;
+    match T::DTYPE {
+        DType::F32 => vec![T::ZERO; n],
+        DType::F16 => {
+            let v: Vec<f16> = vec![0u16; n].reinterpret_into();
+            *(Box::new(v) as Box<dyn Any>).downcast::<Vec<T>>().expect("DType::F16 is f16")
+        }
+    }
+}
+
+/// Outputs the vectorised loops take at a time (SSE2: 4 f32 lanes). Short channels-first rows
+/// are padded to a multiple of it, so that no output goes through a loop's scalar remainder,
+/// whose selects LLVM turns into branches (mispredicted half the time on random data): case E
+/// channels-first forward went from 1.3 ms to 0.8 ms, backward from 1.5 ms to 1.0 ms.
+const VECTOR: usize = 4;
+
+/// The real taps of window `o` on axis `a`: kernel offsets `k0..k1` (empty when `k0 == k1`).
+/// Tap `k` reads input coordinate `o·s + k·d − p`.
+#[inline]
+fn taps(a: &Axis, o: usize) -> (usize, usize) {
+    let start = o * a.stride;
+    let k0 = if start >= a.padding { 0 } else { (a.padding - start).div_ceil(a.dilation) };
+    let end = a.input + a.padding;
+    let k1 = if start >= end { 0 } else { (end - start).div_ceil(a.dilation).min(a.kernel) };
+    (k0, k1.max(k0))
+}
+
+/// The output windows on axis `a` whose span holds input coordinate `i`: `lo..=hi`, empty when
+/// `lo > hi` (the reference's `candidate_windows`).
+#[inline]
+fn window_range(a: &Axis, i: usize) -> (usize, usize) {
+    let z = i + a.padding;
+    let eff = a.effective_kernel();
+    let lo = if z + 1 > eff { (z + 1 - eff).div_ceil(a.stride) } else { 0 };
+    (lo, (z / a.stride).min(a.output - 1))
+}
+
+/// The resolved geometry in the form the kernels use.
+#[derive(Debug, Clone)]
+struct Plan {
+    lanes: usize,
+    groups: usize,
+    d: Axis,
+    h: Axis,
+    w: Axis,
+    plane_in: usize,
+    /// Outputs `w_lo..w_hi` of a row have all their W taps inside the input ("interior").
+    w_lo: usize,
+    w_hi: usize,
+    /// [`taps`] of every output coordinate of D and H.
+    d_taps: Vec<(usize, usize)>,
+    h_taps: Vec<(usize, usize)>,
+}
+
+impl Plan {
+    fn new(g: &Geometry) -> Self {
+        let (groups, lanes) = g.groups_and_lanes();
+        let [d, h, w] = g.axes;
+        let w_lo = w.padding.div_ceil(w.stride).min(w.output);
+        let reach = (w.kernel - 1) * w.dilation; // last tap of a window, from its first
+        let w_hi = if w.input + w.padding > reach {
+            ((w.input + w.padding - 1 - reach) / w.stride + 1).min(w.output)
+        } else {
+            0
+        };
+        let table = |a: &Axis| (0..a.output).map(|o| taps(a, o)).collect();
+        Plan {
+            lanes,
+            groups,
+            d,
+            h,
+            w,
+            plane_in: g.plane_in(),
+            w_lo,
+            w_hi: w_hi.max(w_lo),
+            d_taps: table(&d),
+            h_taps: table(&h),
+        }
+    }
+
+    /// Output rows `(group, od, oh)`.
+    fn out_rows(&self) -> usize {
+        self.groups * self.d.output * self.h.output
+    }
+
+    /// Elements of one output row.
+    fn out_row_len(&self) -> usize {
+        self.w.output * self.lanes
+    }
+
+    /// The real taps of W window `o`, without a division for interior windows.
+    #[inline]
+    fn w_taps(&self, o: usize) -> (usize, usize) {
+        if (self.w_lo..self.w_hi).contains(&o) { (0, self.w.kernel) } else { taps(&self.w, o) }
+    }
+
+    /// Output rows `first..last` with their real input rows, in order.
+    fn for_rows(&self, rows: std::ops::Range<usize>, mut f: impl FnMut(usize, &[(usize, u32)])) {
+        let (d, h, w) = (&self.d, &self.h, &self.w);
+        let mut oh = rows.start % h.output;
+        let mut od = rows.start / h.output % d.output;
+        let mut group = rows.start / h.output / d.output;
+        let mut list = Vec::with_capacity(d.kernel * h.kernel);
+        for r in rows {
+            list.clear();
+            let ((d0, d1), (h0, h1)) = (self.d_taps[od], self.h_taps[oh]);
+            for kd in d0..d1 {
+                let id = od * d.stride + kd * d.dilation - d.padding;
+                for kh in h0..h1 {
+                    let ih = oh * h.stride + kh * h.dilation - h.padding;
+                    let pos = (id * h.input + ih) * w.input;
+                    list.push(((group * self.plane_in + pos) * self.lanes, pos as u32));
+                }
+            }
+            f(r, &list);
+            oh += 1;
+            if oh == h.output {
+                oh = 0;
+                od += 1;
+                if od == d.output {
+                    od = 0;
+                    group += 1;
+                }
+            }
+        }
+    }
+
+    /// The axis the backward pass splits `grad_input` along: D if it has more than one input or
+    /// output coordinate, else H. Every axis before it has one input and one output coordinate,
+    /// so a unit `(group, i)` of that axis is a contiguous block of the input, and a unit
+    /// `(group, o)` a contiguous block of the output.
+    fn units(&self) -> Units {
+        let (axis, in_len, out_len) = if self.d.input > 1 || self.d.output > 1 {
+            (self.d, self.h.input * self.w.input, self.h.output * self.w.output)
+        } else {
+            (self.h, self.w.input, self.w.output)
+        };
+        Units { axis, in_len: in_len * self.lanes, out_len: out_len * self.lanes, out_rows: out_len / self.w.output }
+    }
+}
+
+/// See [`Plan::units`].
+#[derive(Debug, Clone, Copy)]
+struct Units {
+    axis: Axis,
+    /// Elements of one input unit.
+    in_len: usize,
+    /// Elements of one output unit.
+    out_len: usize,
+    /// Output rows of one output unit.
+    out_rows: usize,
+}
+
+/// How many tasks to cut `bytes` of work into: one per 128 KiB, at most four per thread (rayon
+/// balances them), at most `max`.
+fn task_count(bytes: usize, max: usize) -> usize {
+    #[cfg(feature = "parallel")]
+    let threads = rayon::current_num_threads();
+    #[cfg(not(feature = "parallel"))]
+    let threads = 1;
+    if threads <= 1 { 1 } else { (bytes >> 17).clamp(1, 4 * threads).min(max.max(1)) }
+}
+
+/// Runs every task (on rayon's pool with the `parallel` feature) and sums what they return.
+fn run_tasks<I: Send>(tasks: Vec<I>, f: impl Fn(I) -> u64 + Sync + Send) -> u64 {
+    #[cfg(feature = "parallel")]
+    if tasks.len() > 1 {
+        use rayon::prelude::*;
+        return tasks.into_par_iter().map(f).sum();
+    }
+    tasks.into_iter().map(f).sum()
+}
+
+/// Cuts `slice` into consecutive pieces of the given lengths.
+fn split_lengths<T>(mut slice: &mut [T], lengths: impl IntoIterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut pieces = vec![];
+    for len in lengths {
+        let (head, tail) = std::mem::take(&mut slice).split_at_mut(len);
+        pieces.push(head);
+        slice = tail;
+    }
+    pieces
+}
+
+/// `0..n` cut into `parts` nearly equal consecutive ranges (none empty when `parts <= n`).
+fn even_ranges(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::InputShape;
+    use crate::params::PoolParams;
+
+    #[test]
+    fn taps_match_the_reference_scan() {
+        for input in 1..7 {
+            for kernel in 1..5 {
+                for stride in 1..4 {
+                    for dilation in 1..4 {
+                        for padding in 0..=kernel / 2 {
+                            for ceil in [false, true] {
+                                let spec = PoolSpec::new(
+                                    InputShape::new(1, 1, [input]),
+                                    PoolParams::new([kernel])
+                                        .stride([stride])
+                                        .padding([padding])
+                                        .dilation([dilation])
+                                        .ceil_mode(ceil),
+                                );
+                                let Ok(g) = spec.validate() else { continue };
+                                let a = g.axes[2];
+                                for o in 0..a.output {
+                                    let want: Vec<usize> = (0..kernel)
+                                        .filter(|k| {
+                                            let z = o * stride + k * dilation;
+                                            z >= padding && z < input + padding
+                                        })
+                                        .collect();
+                                    let (k0, k1) = taps(&a, o);
+                                    assert_eq!((k0..k1).collect::<Vec<_>>(), want, "{a:?} o={o}");
+                                }
+                                let p = Plan::new(&g);
+                                for o in 0..a.output {
+                                    let interior = taps(&a, o) == (0, kernel);
+                                    assert_eq!(interior, (p.w_lo..p.w_hi).contains(&o), "{a:?} o={o}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The `_into` variants overwrite whatever the buffers held (the scatter zeroes its blocks).
+    #[test]
+    fn into_variants_overwrite_the_buffers() {
+        use crate::params::Layout;
+        let k2 = PoolParams::new([2, 2]);
+        let overlapping = PoolParams::new([3, 3]).stride([1, 2]).padding([1, 1]);
+        for (c, params) in [(1, k2.clone()), (3, k2.clone()), (16, k2), (1, overlapping.clone()), (5, overlapping)] {
+            for layout in [Layout::ChannelsFirst, Layout::ChannelsLast] {
+                let spec = PoolSpec::new(InputShape::new(2, c, [10, 14]), params.clone()).layout(layout);
+                let g = spec.validate().unwrap();
+                let input: Vec<f32> = (0..g.input_len()).map(|i| ((i * 7919) % 1013) as f32 - 500.0).collect();
+                let want = super::super::reference::forward(&spec, &input).unwrap();
+                let (mut values, mut indices) = (vec![f32::NAN; g.output_len()], vec![7; g.output_len()]);
+                forward_into(&spec, &input, &mut values, &mut indices).unwrap();
+                assert_eq!((values.clone(), indices.clone()), (want.values, want.indices), "{spec:?}");
+                let want = super::super::reference::backward(&spec, &values, &indices).unwrap();
+                let mut grad_input = vec![f32::NAN; g.input_len()];
+                backward_into(&spec, &values, &indices, &mut grad_input).unwrap();
+                assert_eq!(grad_input, want, "{spec:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn even_ranges_cover() {
+        for n in 0..20 {
+            for parts in 1..8 {
+                let r: Vec<_> = even_ranges(n, parts).collect();
+                assert_eq!(r.first().unwrap().start, 0);
+                assert_eq!(r.last().unwrap().end, n);
+                assert!(r.windows(2).all(|w| w[0].end == w[1].start));
+            }
+        }
+    }
+}
+
+/// Kernel timings into preallocated buffers (no allocation, no page faults), and of the
+/// allocating calls: a development aid.
+/// `cargo test --release --lib cpu::fast::timing -- --ignored --nocapture`, with env `CASES=A,B`,
+/// `LAYOUT=ncx|nxc`, `REPS=9`, `INTO_ONLY=1`.
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn timing() {
+        let env = |k: &str| std::env::var(k).ok();
+        let reps: usize = env("REPS").and_then(|r| r.parse().ok()).unwrap_or(9);
+        let mut seed = 1u64;
+        for case in crate::cases::full() {
+            if env("CASES").is_some_and(|o| !o.split(',').any(|c| c == case.name)) {
+                continue;
+            }
+            for &layout in case.layouts {
+                if env("LAYOUT").is_some_and(|l| l != layout.name()) {
+                    continue;
+                }
+                let spec = case.spec(layout);
+                let g = spec.validate().unwrap();
+                let input: Vec<f32> = (0..g.input_len())
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((seed >> 40) as f32 + 0.5) / (1u64 << 22) as f32 - 2.0
+                    })
+                    .collect();
+                let mut values = vec![0.0f32; g.output_len()];
+                let mut indices = vec![0u32; g.output_len()];
+                let mut grad_input = vec![0.0f32; g.input_len()];
+                let median = |f: &mut dyn FnMut()| {
+                    let mut t: Vec<f64> = (0..reps)
+                        .map(|_| {
+                            let s = std::time::Instant::now();
+                            f();
+                            s.elapsed().as_secs_f64() * 1e3
+                        })
+                        .collect();
+                    t.sort_by(f64::total_cmp);
+                    t[reps / 2]
+                };
+                let fwd = median(&mut || forward_into(&spec, &input, &mut values, &mut indices).unwrap());
+                let bwd = median(&mut || backward_into(&spec, &values, &indices, &mut grad_input).unwrap());
+                print!("{:3} {} into: fwd {fwd:8.3} ms  bwd {bwd:8.3} ms", case.name, layout.name());
+                if env("INTO_ONLY").is_none() {
+                    let fwd = median(&mut || drop(forward(&spec, &input).unwrap()));
+                    let bwd = median(&mut || drop(backward(&spec, &values, &indices).unwrap()));
+                    print!("   allocating: fwd {fwd:8.3} ms  bwd {bwd:8.3} ms");
+                }
+                println!();
+            }
+        }
+    }
+}

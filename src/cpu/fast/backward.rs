@@ -1,0 +1,435 @@
+//! Backward kernels.
+//!
+//! - [`tiled`]: windows tile the input. Each output writes its window (`gradient_term(g)` at its
+//!   index, +0.0 at the other taps: the reference's gather gives exactly this, as one window
+//!   reaches each element) and counts its index as invalid when it names none of its taps.
+//! - Otherwise [`validate`] counts the invalid indices (an index is valid when it names one of its
+//!   window's real taps, or is −1 for a window of padding only: the reference's `index_valid`),
+//!   and, when there are none, [`scatter`] adds every gradient to the element its index names, in
+//!   increasing output order, which is the order of the reference's sums.
+
+use super::lane::Lane;
+use super::{Plan, VECTOR, even_ranges, run_tasks, split_lengths, taps, task_count, window_range};
+use crate::NO_INDEX;
+use crate::cpu::gradient_term;
+use crate::element::Element;
+use crate::params::Geometry;
+
+/// Returns the number of invalid indices; `grad_input` is complete when it is 0.
+pub(super) fn run<T: Lane>(g: &Geometry, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
+    let p = Plan::new(g);
+    if gi.is_empty() {
+        return 0; // an empty batch
+    }
+    if g.tiles() {
+        return tiled(&p, go, idx, gi);
+    }
+    let invalid = validate(&p, idx);
+    if invalid == 0 {
+        scatter(&p, go, idx, gi);
+    }
+    invalid
+}
+
+fn bytes<T>(go: &[T], gi: &[T]) -> usize {
+    (go.len() + gi.len()) * size_of::<T>() + go.len() * 4
+}
+
+/// Per-task buffers.
+struct Scratch<T> {
+    /// Tap offsets and positions of a window.
+    taps: Vec<(usize, u32)>,
+    /// `gradient_term(g)` for the current output row.
+    gz: Vec<T>,
+    /// Whether each output of the row matched a tap.
+    hit: Vec<u8>,
+    /// Padded copies of a short row's interior (see [`VECTOR`]): indices, gradients, hits and the
+    /// input row.
+    pad_idx: Vec<u32>,
+    pad_gz: Vec<T>,
+    pad_hit: Vec<u8>,
+    pad_row: Vec<T>,
+}
+
+impl<T> Scratch<T> {
+    fn new() -> Self {
+        Scratch {
+            taps: vec![],
+            gz: vec![],
+            hit: vec![],
+            pad_idx: vec![],
+            pad_gz: vec![],
+            pad_hit: vec![],
+            pad_row: vec![],
+        }
+    }
+}
+
+fn misses(hit: &[u8]) -> u64 {
+    hit.iter().filter(|&&h| h == 0).count() as u64
+}
+
+/// Tiling windows: tasks are ranges of output units; a unit's windows cover a contiguous block of
+/// input units that no other unit's windows touch.
+fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
+    let u = p.units();
+    let a = u.axis;
+    let out_units = p.groups * a.output;
+    // First input unit of output unit v's window (windows tile: the next one starts where it ends).
+    let in_start = |v: usize| {
+        if v == out_units {
+            p.groups * a.input
+        } else {
+            v / a.output * a.input + (v % a.output * a.stride).saturating_sub(a.padding)
+        }
+    };
+    let ranges: Vec<_> = even_ranges(out_units, task_count(bytes(go, gi), out_units)).collect();
+    let pieces = split_lengths(gi, ranges.iter().map(|r| (in_start(r.end) - in_start(r.start)) * u.in_len));
+    let row_len = p.out_row_len();
+    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
+        let e0 = in_start(range.start) * u.in_len;
+        let mut s = Scratch::new();
+        let mut invalid = 0;
+        p.for_rows(range.start * u.out_rows..range.end * u.out_rows, |r, rows| {
+            let (go, idx) = (&go[r * row_len..][..row_len], &idx[r * row_len..][..row_len]);
+            // A few channels: too little to vectorise across (case D channels-last: 2.4 ms instead
+            // of 3.8 ms; short channels-first rows gained nothing).
+            invalid += if p.lanes > 1 && p.lanes < 8 {
+                tiled_row_points(p, rows, go, idx, gi, e0)
+            } else {
+                tiled_row(p, rows, go, idx, gi, e0, &mut s)
+            };
+        });
+        invalid
+    })
+}
+
+/// One output row of a tiled geometry (`lanes` is 1 for channels-first): every input row of the
+/// row's windows, element by element, edge windows first, then the interior: [`tiled_fixed`]
+/// across `ow` for channels-first `k2` and `k3`, per-tap passes over the channels otherwise.
+fn tiled_row<T: Lane>(
+    p: &Plan,
+    rows: &[(usize, u32)],
+    go: &[T],
+    idx: &[u32],
+    gi: &mut [T],
+    e0: usize,
+    s: &mut Scratch<T>,
+) -> u64 {
+    let (w, c) = (&p.w, p.lanes);
+    s.gz.clear();
+    s.gz.extend(go.iter().map(|&g| gradient_term(g)));
+    s.hit.clear();
+    s.hit.resize(go.len(), 0);
+    let (gz, hit) = (&s.gz[..], &mut s.hit[..]);
+    let (lo, hi) = (p.w_lo, p.w_hi);
+    let start = lo * w.stride - w.padding;
+    let n = hi - lo;
+    let pad = n.next_multiple_of(VECTOR);
+    let padded = c == 1 && matches!(w.kernel, 2 | 3) && n < 64 && pad != n;
+    if padded {
+        // Outputs past the interior match nothing (an index that no position has).
+        s.pad_idx.clear();
+        s.pad_idx.extend_from_slice(&idx[lo..hi]);
+        s.pad_idx.resize(pad, NO_INDEX);
+        s.pad_gz.clear();
+        s.pad_gz.extend_from_slice(&gz[lo..hi]);
+        s.pad_gz.resize(pad, T::ZERO);
+        s.pad_hit.clear();
+        s.pad_hit.resize(pad, 0);
+        s.pad_row.resize(pad * w.kernel, T::ZERO);
+    }
+    for &(off, pos) in rows {
+        let row = &mut gi[off - e0..][..w.input * c];
+        for o in (0..lo).chain(hi..w.output) {
+            let (k0, k1) = taps(w, o);
+            for k in k0..k1 {
+                let iw = o * w.stride + k - w.padding;
+                let q = pos + iw as u32;
+                for l in 0..c {
+                    let h = idx[o * c + l] == q;
+                    row[iw * c + l] = T::pick(h, gz[o * c + l], T::ZERO);
+                    hit[o * c + l] |= h as u8;
+                }
+            }
+        }
+        if lo == hi || (c > 4 && c % 4 == 0) {
+            continue; // no interior, or blocked below
+        }
+        let (row, pos) = (&mut row[start * c..], pos + start as u32);
+        if padded {
+            let (buf, pidx, pgz, phit) = (&mut s.pad_row[..], &s.pad_idx[..], &s.pad_gz[..], &mut s.pad_hit[..]);
+            match w.kernel {
+                2 => tiled_fixed::<T, 2>(buf, pos, pidx, pgz, phit),
+                _ => tiled_fixed::<T, 3>(buf, pos, pidx, pgz, phit),
+            }
+            row[..n * w.kernel].copy_from_slice(&buf[..n * w.kernel]);
+            continue;
+        }
+        let (idx, gz, hit) = (&idx[lo * c..hi * c], &gz[lo * c..hi * c], &mut hit[lo * c..hi * c]);
+        match (w.kernel, c) {
+            (2, 1) => tiled_fixed::<T, 2>(row, pos, idx, gz, hit),
+            (3, 1) => tiled_fixed::<T, 3>(row, pos, idx, gz, hit),
+            (k, _) => {
+                for (o, ((idx, gz), hit)) in
+                    idx.chunks_exact(c).zip(gz.chunks_exact(c)).zip(hit.chunks_exact_mut(c)).enumerate()
+                {
+                    for kw in 0..k {
+                        let q = pos + (o * k + kw) as u32;
+                        let dst = &mut row[(o * k + kw) * c..][..c];
+                        for (((d, &i), &g), h) in dst.iter_mut().zip(idx).zip(gz).zip(hit.iter_mut()) {
+                            let m = i == q;
+                            *d = T::pick(m, g, T::ZERO);
+                            *h |= m as u8;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if padded {
+        for (h, &p) in hit[lo..hi].iter_mut().zip(&s.pad_hit) {
+            *h |= p;
+        }
+    }
+    if lo < hi && c > 4 && c % 4 == 0 {
+        // Every tap of the first interior window: its offset in `gi` and its plane position.
+        s.taps.clear();
+        for &(off, pos) in rows {
+            s.taps.extend((0..w.kernel).map(|k| (off - e0 + (start + k) * c, pos + (start + k) as u32)));
+        }
+        let (idx, gz, hit) = (&idx[lo * c..hi * c], &gz[lo * c..hi * c], &mut hit[lo * c..hi * c]);
+        match c % 16 {
+            0 => tiled_blocked::<T, 16>(gi, &s.taps, w.stride, c, idx, gz, hit),
+            8 => tiled_blocked::<T, 8>(gi, &s.taps, w.stride, c, idx, gz, hit),
+            _ => tiled_blocked::<T, 4>(gi, &s.taps, w.stride, c, idx, gz, hit),
+        }
+    }
+    misses(hit)
+}
+
+/// Interior channels-last tiled windows, `L` channels at a time: a block's indices and gradients
+/// stay in registers while every tap of the window is written. `taps`: the offset in `gi` and the
+/// plane position of every tap of the first window; window `o` is `o·stride` positions further.
+fn tiled_blocked<T: Lane, const L: usize>(
+    gi: &mut [T],
+    taps: &[(usize, u32)],
+    stride: usize,
+    c: usize,
+    idx: &[u32],
+    gz: &[T],
+    hit: &mut [u8],
+) {
+    for (o, ((idx, gz), hit)) in idx.chunks_exact(c).zip(gz.chunks_exact(c)).zip(hit.chunks_exact_mut(c)).enumerate() {
+        let (shift, q) = (o * stride * c, (o * stride) as u32);
+        let blocks = idx.as_chunks::<L>().0.iter().zip(gz.as_chunks::<L>().0).zip(hit.as_chunks_mut::<L>().0);
+        for (b, ((i, g), h)) in blocks.enumerate() {
+            let mut any = [0u8; L];
+            for &(off, pos) in taps {
+                let dst = gi[off + shift + b * L..].first_chunk_mut::<L>().expect("tap inside the block");
+                for (((d, &i), &g), a) in dst.iter_mut().zip(i).zip(g).zip(any.iter_mut()) {
+                    let m = i == pos + q;
+                    *d = T::pick(m, g, T::ZERO);
+                    *a |= m as u8;
+                }
+            }
+            for (h, a) in h.iter_mut().zip(any) {
+                *h |= a;
+            }
+        }
+    }
+}
+
+/// One output row of a tiled geometry, as +0.0 everywhere and then one write per output, at its
+/// index when that is one of its window's taps: cheaper than comparing every tap, lane by lane,
+/// when the channels are few.
+fn tiled_row_points<T: Lane>(p: &Plan, rows: &[(usize, u32)], go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64 {
+    let (w, c) = (&p.w, p.lanes);
+    for &(off, _) in rows {
+        gi[off - e0..][..w.input * c].fill(T::ZERO);
+    }
+    let mut invalid = 0;
+    for (o, (go, idx)) in go.chunks_exact(c).zip(idx.chunks_exact(c)).enumerate() {
+        let (k0, k1) = p.w_taps(o);
+        // The window's real W coordinates (tiled: stride = kernel, no dilation).
+        let (lo, hi) = ((o * w.stride + k0 - w.padding) as u32, (o * w.stride + k1 - w.padding) as u32);
+        for (l, (&g, &i)) in go.iter().zip(idx).enumerate() {
+            // The rows are in increasing plane position: the index can only be in the last one
+            // that starts at or before it (chosen without a branch: either row is as likely).
+            let (mut off, mut pos) = rows[0];
+            for &row in &rows[1..] {
+                (off, pos) = std::hint::select_unpredictable(i >= row.1, row, (off, pos));
+            }
+            let iw = i.wrapping_sub(pos);
+            if (lo..hi).contains(&iw) {
+                gi[off - e0 + iw as usize * c + l] = gradient_term(g);
+            } else {
+                invalid += 1;
+            }
+        }
+    }
+    invalid
+}
+
+/// Interior of a channels-first tiled row with kernel (and stride) `K`: output `o` writes
+/// `row[o·K..o·K + K]`.
+#[inline(always)]
+fn tiled_fixed<T: Lane, const K: usize>(row: &mut [T], pos: u32, idx: &[u32], gz: &[T], hit: &mut [u8]) {
+    let n = idx.len();
+    let windows = &mut row.as_chunks_mut::<K>().0[..n];
+    for (o, (((win, &i), &g), h)) in windows.iter_mut().zip(idx).zip(gz).zip(hit.iter_mut()).enumerate() {
+        let q = pos.wrapping_add((o * K) as u32); // past the plane in padded rows
+        let mut any = 0;
+        for (k, tap) in win.iter_mut().enumerate() {
+            let m = i == q.wrapping_add(k as u32);
+            *tap = T::pick(m, g, T::ZERO);
+            any |= m as u8;
+        }
+        *h |= any;
+    }
+}
+
+/// The number of invalid indices, by output rows.
+fn validate(p: &Plan, idx: &[u32]) -> u64 {
+    let rows = p.out_rows();
+    let row_len = p.out_row_len();
+    let ranges: Vec<_> = even_ranges(rows, task_count(idx.len() * 4, rows)).collect();
+    run_tasks(ranges, |range| {
+        let mut s = Scratch::<u8>::new();
+        let mut invalid = 0;
+        p.for_rows(range, |r, rows| {
+            let idx = &idx[r * row_len..][..row_len];
+            invalid += if p.lanes == 1 {
+                validate_row_channels_first(p, rows, idx, &mut s)
+            } else {
+                validate_row_channels_last(p, rows, idx, &mut s)
+            };
+        });
+        invalid
+    })
+}
+
+fn not_padding_only(idx: &[u32]) -> u64 {
+    idx.iter().filter(|&&i| i != NO_INDEX).count() as u64
+}
+
+fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &mut Scratch<u8>) -> u64 {
+    let w = &p.w;
+    if rows.is_empty() {
+        return not_padding_only(idx);
+    }
+    let mut invalid = 0;
+    for o in (0..p.w_lo).chain(p.w_hi..w.output) {
+        let (k0, k1) = taps(w, o);
+        let i = idx[o];
+        let valid = if k0 == k1 {
+            i == NO_INDEX
+        } else {
+            let tap = |&(_, pos): &(usize, u32)| {
+                (k0..k1).any(|k| i == pos + (o * w.stride + k * w.dilation - w.padding) as u32)
+            };
+            rows.iter().any(tap)
+        };
+        invalid += !valid as u64;
+    }
+    s.hit.clear();
+    s.hit.resize(p.w_hi - p.w_lo, 0);
+    let idx = &idx[p.w_lo..p.w_hi];
+    let start = p.w_lo * w.stride - w.padding;
+    for &(_, pos) in rows {
+        for k in 0..w.kernel {
+            let mut q = pos + (start + k * w.dilation) as u32;
+            for (h, &i) in s.hit.iter_mut().zip(idx) {
+                *h |= (i == q) as u8;
+                q = q.wrapping_add(w.stride as u32);
+            }
+        }
+    }
+    invalid + misses(&s.hit)
+}
+
+fn validate_row_channels_last(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &mut Scratch<u8>) -> u64 {
+    let (w, c) = (&p.w, p.lanes);
+    let mut invalid = 0;
+    s.hit.resize(c, 0);
+    for (o, idx) in idx.chunks_exact(c).enumerate() {
+        let (k0, k1) = p.w_taps(o);
+        if k0 == k1 || rows.is_empty() {
+            invalid += not_padding_only(idx);
+            continue;
+        }
+        s.hit.fill(0);
+        for &(_, pos) in rows {
+            for k in k0..k1 {
+                let q = pos + (o * w.stride + k * w.dilation - w.padding) as u32;
+                for (h, &i) in s.hit.iter_mut().zip(idx) {
+                    *h |= (i == q) as u8;
+                }
+            }
+        }
+        invalid += misses(&s.hit);
+    }
+    invalid
+}
+
+/// One step of the reference's `GradientSum` (a sum in output order from +0.0 whose first NaN
+/// event decides a NaN result), with the whole state in the stored value: a NaN there is final.
+#[inline]
+fn accumulate<T: Element>(sum: T, g: T) -> T {
+    if sum.is_nan() {
+        sum
+    } else if g.is_nan() {
+        g.nan_result()
+    } else {
+        let s = sum.add(g);
+        if s.is_nan() { T::INDEFINITE } else { s }
+    }
+}
+
+/// Adds every gradient to the element its (valid) index names, in increasing output order. Tasks
+/// own contiguous ranges of input units and walk every output unit whose windows can reach them.
+///
+/// Each task zeroes its block first, even when the caller's buffer is zero already: on fresh
+/// `calloc` pages the scatter's read-modify-write would otherwise fault every page twice (a read
+/// fault mapping the shared zero page, then a copy-on-write fault), which costs far more (case B:
+/// 215 ms instead of 11 ms on the development machine) than writing the block once.
+fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
+    let u = p.units();
+    let a = u.axis;
+    let c = p.lanes;
+    let in_units = p.groups * a.input;
+    let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, gi), in_units)).collect();
+    let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
+    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
+        gi.fill(T::ZERO);
+        let e0 = range.start * u.in_len;
+        let (first, last) = (range.start, range.end - 1);
+        let v_lo = first / a.input * a.output + window_range(&a, first % a.input).0;
+        let v_hi = last / a.input * a.output + window_range(&a, last % a.input).1 + 1;
+        for v in v_lo..v_hi {
+            let base = v / a.output * p.plane_in;
+            let (go, idx) = (&go[v * u.out_len..][..u.out_len], &idx[v * u.out_len..][..u.out_len]);
+            if c == 1 {
+                for (&g, &i) in go.iter().zip(idx) {
+                    if i != NO_INDEX
+                        && let Some(x) = (base + i as usize).checked_sub(e0).and_then(|e| gi.get_mut(e))
+                    {
+                        *x = accumulate(*x, g);
+                    }
+                }
+            } else {
+                for (go, idx) in go.chunks_exact(c).zip(idx.chunks_exact(c)) {
+                    for (lane, (&g, &i)) in go.iter().zip(idx).enumerate() {
+                        if i != NO_INDEX
+                            && let Some(x) =
+                                ((base + i as usize) * c + lane).checked_sub(e0).and_then(|e| gi.get_mut(e))
+                        {
+                            *x = accumulate(*x, g);
+                        }
+                    }
+                }
+            }
+        }
+        0
+    });
+}

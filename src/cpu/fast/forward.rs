@@ -1,0 +1,328 @@
+//! Forward kernels: one output row `(group, od, oh)` at a time, many outputs per instruction.
+//!
+//! Every kernel applies the reference's rule in the reference's order: the first real tap of a
+//! window is taken unconditionally, then every later tap, in row-major order, replaces the best
+//! when `v > best || isnan(v)`. The value written is the best itself, which is the input element
+//! at the index written (the reference writes `input[arg]`: the same bits).
+
+use super::lane::{Lane, pick_u32};
+use super::{Plan, VECTOR, run_tasks, taps, task_count};
+use crate::NO_INDEX;
+use crate::params::{Axis, Geometry};
+
+pub(super) fn run<T: Lane>(g: &Geometry, input: &[T], values: &mut [T], indices: &mut [u32]) {
+    let p = Plan::new(g);
+    let row_len = p.out_row_len();
+    if values.is_empty() {
+        return;
+    }
+    let rows = p.out_rows();
+    let bytes = size_of_val(input) + size_of_val(values) + 4 * values.len();
+    let per_task = rows.div_ceil(task_count(bytes, rows));
+    let tasks: Vec<_> =
+        values.chunks_mut(per_task * row_len).zip(indices.chunks_mut(per_task * row_len)).enumerate().collect();
+    run_tasks(tasks, |(t, (values, indices))| {
+        let first = t * per_task;
+        let mut s = Scratch::default();
+        p.for_rows(first..first + values.len() / row_len, |r, rows| {
+            let (v, i) =
+                (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
+            if rows.is_empty() {
+                v.fill(T::NEG_INFINITY);
+                i.fill(NO_INDEX);
+            } else if p.lanes == 1 {
+                row_channels_first(&p, input, rows, v, i, &mut s);
+            } else {
+                row_channels_last(&p, input, rows, v, i, &mut s.taps);
+            }
+        });
+        0
+    });
+}
+
+/// Per-task buffers.
+struct Scratch<T> {
+    /// Tap offsets and positions of a window.
+    taps: Vec<(usize, u32)>,
+    /// A padded copy of a row's interior outputs.
+    vals: Vec<T>,
+    idx: Vec<u32>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch { taps: vec![], vals: vec![], idx: vec![] }
+    }
+}
+
+/// One channels-first output row: edge windows one by one, then the interior, one pass over the
+/// outputs per input row (the outputs hold the running best; they stay in L1).
+fn row_channels_first<T: Lane>(
+    p: &Plan,
+    x: &[T],
+    rows: &[(usize, u32)],
+    vals: &mut [T],
+    idx: &mut [u32],
+    s: &mut Scratch<T>,
+) {
+    let w = &p.w;
+    for o in (0..p.w_lo).chain(p.w_hi..w.output) {
+        (vals[o], idx[o]) = window(p, x, rows, o);
+    }
+    if p.w_hi == p.w_lo {
+        return;
+    }
+    let (vals, idx) = (&mut vals[p.w_lo..p.w_hi], &mut idx[p.w_lo..p.w_hi]);
+    // Input coordinate of the first tap of the first interior window.
+    let start = p.w_lo * w.stride - w.padding;
+    let n = vals.len();
+    if n < 64 && n % VECTOR != 0 {
+        // Short row: run the fixed kernel over a padded copy (the extra outputs read past the
+        // row, never past the input, and are dropped); rows too close to the end of the input
+        // for that take the exact path below.
+        let pad = n.next_multiple_of(VECTOR);
+        s.vals.resize(pad, T::ZERO);
+        s.idx.resize(pad, 0);
+        let all = rows.iter().enumerate().all(|(j, &(off, pos))| {
+            let (row, pos) = (&x[off + start..], pos + start as u32);
+            fixed_any(w, 1, j == 0, row, pos, &mut s.vals[..pad], &mut s.idx[..pad]) == pad
+        });
+        if all {
+            vals.copy_from_slice(&s.vals[..n]);
+            idx.copy_from_slice(&s.idx[..n]);
+            return;
+        }
+    }
+    for (j, &(off, pos)) in rows.iter().enumerate() {
+        let (row, pos) = (&x[off + start..], pos + start as u32);
+        let done = fixed_any(w, 1, j == 0, row, pos, vals, idx);
+        let skip = done * w.stride;
+        strided(w, &row[skip..], pos + skip as u32, j == 0, &mut vals[done..], &mut idx[done..]);
+    }
+}
+
+/// The reference's scan of one window (any taps cut by padding), channels-first.
+fn window<T: Lane>(p: &Plan, x: &[T], rows: &[(usize, u32)], o: usize) -> (T, u32) {
+    let w = &p.w;
+    let (k0, k1) = taps(w, o);
+    let (mut best, mut arg, mut found) = (T::NEG_INFINITY, NO_INDEX, false);
+    for &(off, pos) in rows {
+        for k in k0..k1 {
+            let iw = o * w.stride + k * w.dilation - w.padding;
+            let v = x[off + iw];
+            if !found || v.take(best) {
+                (best, arg, found) = (v, pos + iw as u32, true);
+            }
+        }
+    }
+    (best, arg)
+}
+
+/// [`fixed`] for the W kernels and channel counts it is instantiated for (`lanes` is 1 for
+/// channels-first); returns 0 (nothing done) for the others.
+fn fixed_any<T: Lane>(
+    w: &Axis,
+    lanes: usize,
+    first: bool,
+    row: &[T],
+    pos: u32,
+    vals: &mut [T],
+    idx: &mut [u32],
+) -> usize {
+    fn go<T: Lane, const K: usize, const S: usize, const C: usize>(
+        first: bool,
+        row: &[T],
+        pos: u32,
+        vals: &mut [T],
+        idx: &mut [u32],
+    ) -> usize {
+        let (row, vals, idx) = (row.as_chunks::<C>().0, vals.as_chunks_mut::<C>().0, idx.as_chunks_mut::<C>().0);
+        if first {
+            fixed::<T, K, S, C, true>(row, pos, vals, idx)
+        } else {
+            fixed::<T, K, S, C, false>(row, pos, vals, idx)
+        }
+    }
+    if w.dilation != 1 {
+        return 0;
+    }
+    match (w.kernel, w.stride, lanes) {
+        (2, 2, 1) => go::<T, 2, 2, 1>(first, row, pos, vals, idx),
+        (2, 2, 2) => go::<T, 2, 2, 2>(first, row, pos, vals, idx),
+        (2, 2, 3) => go::<T, 2, 2, 3>(first, row, pos, vals, idx),
+        (2, 2, 4) => go::<T, 2, 2, 4>(first, row, pos, vals, idx),
+        (3, 2, 1) => go::<T, 3, 2, 1>(first, row, pos, vals, idx),
+        (3, 2, 2) => go::<T, 3, 2, 2>(first, row, pos, vals, idx),
+        (3, 2, 3) => go::<T, 3, 2, 3>(first, row, pos, vals, idx),
+        (3, 2, 4) => go::<T, 3, 2, 4>(first, row, pos, vals, idx),
+        _ => 0,
+    }
+}
+
+/// One input row's taps for interior windows with a `K`-tap, stride-`S`, undilated W axis
+/// (`K <= 2S`) and `C` lanes: `row[o·S + k][c]` is tap `k` of output `(o, c)`, at plane
+/// position `pos + o·S + k`. `FIRST`: the row is the window's first, whose first tap starts the
+/// scan. Unrolled over taps and lanes so that LLVM vectorises across `o` (the stride-`S` loads
+/// become interleaved loads). `row` may run past the row's end (never read); returns how many
+/// outputs it took (all, unless `row` ends within a chunk of the last ones).
+fn fixed<T: Lane, const K: usize, const S: usize, const C: usize, const FIRST: bool>(
+    row: &[[T; C]],
+    pos: u32,
+    vals: &mut [[T; C]],
+    idx: &mut [[u32; C]],
+) -> usize {
+    // Taps k < S of output o are chunk o of `row`; taps S <= k < 2S are chunk o of `row[S..]`.
+    let n = vals.len().min(if K > S { row.len().saturating_sub(S) / S } else { row.len() / S });
+    let a = &row.as_chunks::<S>().0[..n];
+    let b = if K > S { &row[S.min(row.len())..].as_chunks::<S>().0[..n] } else { a };
+    for (o, (((v, i), ca), cb)) in vals.iter_mut().zip(idx.iter_mut()).zip(a).zip(b).enumerate() {
+        let q = pos.wrapping_add((o * S) as u32); // past the plane in padded rows
+        for c in 0..C {
+            let (mut best, mut arg) = if FIRST { (ca[0][c], q) } else { (v[c], i[c]) };
+            for k in FIRST as usize..K {
+                let x = if k < S { ca[k][c] } else { cb[k - S][c] };
+                let t = x.take(best);
+                best = T::pick(t, x, best);
+                arg = pick_u32(t, q.wrapping_add(k as u32), arg);
+            }
+            (v[c], i[c]) = (best, arg);
+        }
+    }
+    n
+}
+
+/// One input row's taps for interior windows, any W kernel: one pass per tap. `row[o·s + k·d]`
+/// is tap `k` of output `o`.
+fn strided<T: Lane>(w: &Axis, row: &[T], pos: u32, first_row: bool, vals: &mut [T], idx: &mut [u32]) {
+    if vals.is_empty() {
+        return;
+    }
+    let step = w.stride as u32;
+    for k in 0..w.kernel {
+        let first = k * w.dilation;
+        let src = row[first..].iter().step_by(w.stride);
+        let mut q = pos + first as u32;
+        let out = vals.iter_mut().zip(idx.iter_mut()).zip(src);
+        if first_row && k == 0 {
+            for ((b, a), &v) in out {
+                (*b, *a) = (v, q);
+                q = q.wrapping_add(step);
+            }
+        } else {
+            for ((b, a), &v) in out {
+                let t = v.take(*b);
+                *b = T::pick(t, v, *b);
+                *a = pick_u32(t, q, *a);
+                q = q.wrapping_add(step);
+            }
+        }
+    }
+}
+
+/// One tap over the contiguous channels of an output position: the first tap of the window
+/// copies, the others update.
+#[inline]
+fn lanes<T: Lane>(first: bool, src: &[T], pos: u32, v: &mut [T], i: &mut [u32]) {
+    if first {
+        v.copy_from_slice(src);
+        i.fill(pos);
+    } else {
+        for ((b, a), &s) in v.iter_mut().zip(i.iter_mut()).zip(src) {
+            let t = s.take(*b);
+            *b = T::pick(t, s, *b);
+            *a = pick_u32(t, pos, *a);
+        }
+    }
+}
+
+/// One channels-last output row: edge windows one by one; the interior with [`fixed`] for up to
+/// four channels, [`blocked`] for channel counts that are a multiple of 4, one pass over the
+/// contiguous channels per tap otherwise.
+fn row_channels_last<T: Lane>(
+    p: &Plan,
+    x: &[T],
+    rows: &[(usize, u32)],
+    vals: &mut [T],
+    idx: &mut [u32],
+    taps_scratch: &mut Vec<(usize, u32)>,
+) {
+    let (w, c) = (&p.w, p.lanes);
+    for o in (0..p.w_lo).chain(p.w_hi..w.output) {
+        let (v, i) = (&mut vals[o * c..][..c], &mut idx[o * c..][..c]);
+        let (k0, k1) = taps(w, o);
+        if k0 == k1 {
+            v.fill(T::NEG_INFINITY);
+            i.fill(NO_INDEX);
+            continue;
+        }
+        for (j, &(off, pos)) in rows.iter().enumerate() {
+            for k in k0..k1 {
+                let iw = o * w.stride + k * w.dilation - w.padding;
+                lanes(j == 0 && k == k0, &x[off + iw * c..][..c], pos + iw as u32, v, i);
+            }
+        }
+    }
+    if p.w_hi == p.w_lo {
+        return;
+    }
+    let (vals, idx) = (&mut vals[p.w_lo * c..p.w_hi * c], &mut idx[p.w_lo * c..p.w_hi * c]);
+    let start = p.w_lo * w.stride - w.padding;
+    if c > 4 && c % 4 == 0 {
+        // Every tap of the first interior window, in scan order.
+        taps_scratch.clear();
+        for &(off, pos) in rows {
+            taps_scratch.extend((0..w.kernel).map(|k| {
+                let iw = start + k * w.dilation;
+                (off + iw * c, pos + iw as u32)
+            }));
+        }
+        match c % 16 {
+            0 => blocked::<T, 16>(x, taps_scratch, w.stride, c, vals, idx),
+            8 => blocked::<T, 8>(x, taps_scratch, w.stride, c, vals, idx),
+            _ => blocked::<T, 4>(x, taps_scratch, w.stride, c, vals, idx),
+        }
+        return;
+    }
+    for (j, &(off, pos)) in rows.iter().enumerate() {
+        let (row, pos) = (&x[(off + start * c)..], pos + start as u32);
+        let done = fixed_any(w, c, j == 0, row, pos, vals, idx);
+        for (o, (v, i)) in vals.chunks_exact_mut(c).zip(idx.chunks_exact_mut(c)).enumerate().skip(done) {
+            for k in 0..w.kernel {
+                let iw = o * w.stride + k * w.dilation;
+                lanes(j == 0 && k == 0, &row[iw * c..][..c], pos + iw as u32, v, i);
+            }
+        }
+    }
+}
+
+/// Interior channels-last windows, `L` channels at a time (`c` a multiple of `L`): the best
+/// values and indices of a block stay in registers across all the window's taps. `taps` are the
+/// element offset and plane position of every tap of the first window, in scan order; window
+/// `o` is `o·stride` positions further.
+fn blocked<T: Lane, const L: usize>(
+    x: &[T],
+    taps: &[(usize, u32)],
+    stride: usize,
+    c: usize,
+    vals: &mut [T],
+    idx: &mut [u32],
+) {
+    let Some((&(off0, pos0), rest)) = taps.split_first() else { return };
+    for (o, (v, i)) in vals.chunks_exact_mut(c).zip(idx.chunks_exact_mut(c)).enumerate() {
+        let (shift, q) = (o * stride * c, (o * stride) as u32);
+        for (b, (vb, ib)) in v.as_chunks_mut::<L>().0.iter_mut().zip(i.as_chunks_mut::<L>().0).enumerate() {
+            let l0 = shift + b * L;
+            let mut best = *x[off0 + l0..].first_chunk::<L>().expect("tap inside the input");
+            let mut arg = [pos0 + q; L];
+            for &(off, pos) in rest {
+                let src = x[off + l0..].first_chunk::<L>().expect("tap inside the input");
+                for ((bv, a), &s) in best.iter_mut().zip(arg.iter_mut()).zip(src) {
+                    let t = s.take(*bv);
+                    *bv = T::pick(t, s, *bv);
+                    *a = pick_u32(t, pos + q, *a);
+                }
+            }
+            (*vb, *ib) = (best, arg);
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! GPU-resident tensors: round trips, forward_tensor / backward_tensor against the CPU reference
+//! bit for bit on every adapter, caller buffers at offsets, typed errors, the GPU-side counter.
+
+use super::common::*;
+use wgpool::wgpu;
+use wgpool::{
+    BackwardTensors, Context, DType, Element, Error, GpuTensor, InputShape, InvalidCount, Layout, NO_INDEX, PoolParams,
+    PoolSpec, PooledTensors, cpu, f16,
+};
+
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+fn caller_buffer(ctx: &Context, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("caller"),
+        size,
+        usage,
+        mapped_at_creation: false,
+    })
+}
+
+/// Fills a caller buffer with 0x7fa5 halves, a NaN pattern no kernel writes, so unwritten
+/// elements show up.
+fn poison(ctx: &Context, buffer: &wgpu::Buffer) {
+    let words = vec![0x7fa5_7fa5u32; (buffer.size() / 4) as usize];
+    ctx.queue().write_buffer(buffer, 0, bytemuck::cast_slice(&words));
+}
+
+#[test]
+fn tensors_round_trip_every_element_type_length_and_offset() {
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        let mut rng = Rng::new(11);
+        for len in [1usize, 2, 3, 7, 64, 1001] {
+            let shape = InputShape::new(1, 1, [len]);
+            let f32s: Vec<f32> = nasty_values(&mut rng, len);
+            let t = GpuTensor::upload(ctx, shape.clone(), Layout::ChannelsFirst, &f32s).unwrap();
+            assert_bits_eq("f32 round trip", &name, &t.download(ctx).unwrap(), &f32s);
+            // f16 is only bytes here: it round-trips on adapters without SHADER_F16 as well.
+            let f16s: Vec<f16> = nasty_values(&mut rng, len);
+            let t = GpuTensor::upload(ctx, shape.clone(), Layout::ChannelsLast, &f16s).unwrap();
+            assert_eq!(t.dtype(), DType::F16);
+            assert_bits_eq("f16 round trip", &name, &t.download(ctx).unwrap(), &f16s);
+            let u32s: Vec<u32> = (0..len as u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+            let t = GpuTensor::upload(ctx, shape, Layout::ChannelsFirst, &u32s).unwrap();
+            assert_eq!(t.download(ctx).unwrap(), u32s, "[{name}] u32 round trip");
+        }
+
+        // Odd-length f16 tensors side by side at 2-byte offsets in one caller buffer: each download
+        // sees only its own elements.
+        let buffer = caller_buffer(ctx, 64, USAGE);
+        let halves: Vec<f16> = (0..32).map(|i| f16::from_f32(i as f32)).collect();
+        ctx.queue().write_buffer(&buffer, 0, bytemuck::cast_slice(&halves));
+        for (offset, len) in [(0u64, 3usize), (6, 5), (16, 1), (34, 7), (62, 1)] {
+            let t = GpuTensor::<f16>::from_buffer(&buffer, offset, InputShape::new(1, 1, [len]), Layout::ChannelsFirst)
+                .unwrap();
+            let first = offset as usize / 2;
+            assert_eq!(t.download(ctx).unwrap(), halves[first..first + len], "[{name}] f16 at offset {offset}");
+        }
+
+        // write() into a caller buffer at an offset leaves the neighbours alone.
+        let buffer = caller_buffer(ctx, 1024, USAGE);
+        let shape = InputShape::nchw(1, 2, 3, 4);
+        let before = GpuTensor::<f32>::from_buffer(&buffer, 0, shape.clone(), Layout::ChannelsFirst).unwrap();
+        let middle = GpuTensor::<f32>::from_buffer(&buffer, 96, shape.clone(), Layout::ChannelsFirst).unwrap();
+        let after = GpuTensor::<f32>::from_buffer(&buffer, 192, shape, Layout::ChannelsFirst).unwrap();
+        before.write(ctx, &[1.0; 24]).unwrap();
+        after.write(ctx, &[3.0; 24]).unwrap();
+        let data: Vec<f32> = (0..24).map(|i| i as f32 - 7.5).collect();
+        middle.write(ctx, &data).unwrap();
+        assert_eq!(middle.download(ctx).unwrap(), data, "[{name}] middle");
+        assert_eq!(before.download(ctx).unwrap(), [1.0; 24], "[{name}] before");
+        assert_eq!(after.download(ctx).unwrap(), [3.0; 24], "[{name}] after");
+        assert_eq!((middle.offset(), middle.len(), middle.size_bytes()), (96, 24, 96));
+
+        // Empty tensors (an empty batch) need no GPU work.
+        let empty = GpuTensor::<f32>::upload(ctx, InputShape::nchw(0, 3, 4, 4), Layout::ChannelsLast, &[]).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.download(ctx).unwrap(), Vec::<f32>::new());
+        case.pass();
+    }
+}
+
+/// Forward and backward of `spec` through tensors wgpool allocates, against the CPU reference.
+fn check_allocated<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad_seed: u64) {
+    let case = Case::start(ctx);
+    let name = format!("{} {} {:?}", ctx.describe(), T::DTYPE.name(), spec);
+    let want = cpu::reference::forward(spec, input).unwrap();
+    let input_tensor = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, input).unwrap();
+    let pooled = ctx.forward_tensor(spec, &input_tensor).unwrap_or_else(|e| panic!("[{name}] forward: {e}"));
+    assert_eq!(pooled.values.shape(), &spec.validate().unwrap().output_shape(), "[{name}] values shape");
+    assert_eq!(pooled.indices.layout(), spec.layout, "[{name}] indices layout");
+
+    let grad_output = gradients::<T>(&mut Rng::new(grad_seed), want.values.len());
+    let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
+    let grad_tensor = GpuTensor::upload(ctx, pooled.values.shape().clone(), spec.layout, &grad_output).unwrap();
+    // The indices go from forward to backward without leaving the GPU.
+    let backward = ctx.backward_tensor(spec, &grad_tensor, &pooled.indices).unwrap();
+    backward.invalid_count.read(ctx).unwrap_or_else(|e| panic!("[{name}] invalid count: {e}"));
+    assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
+    assert_eq!(pooled.indices.download(ctx).unwrap(), want.indices, "[{name}] indices");
+    assert_bits_eq("grad_input", &name, &backward.grad_input.download(ctx).unwrap(), &want_gi);
+    case.pass();
+}
+
+/// The same through caller buffers: every tensor at an offset that is a multiple of 4 bytes but
+/// not of 16 in one of three shared, poisoned buffers (reads, forward's writes, backward's writes:
+/// one dispatch cannot read and write one buffer), forward and backward recorded into one encoder
+/// and submitted once.
+fn check_caller_buffers<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad_seed: u64) {
+    let case = Case::start(ctx);
+    let name = format!("{} {} {:?} (caller buffers)", ctx.describe(), T::DTYPE.name(), spec);
+    let g = spec.validate().unwrap();
+    let out = g.output_shape();
+    let elem = std::mem::size_of::<T>() as u64;
+    let want = cpu::reference::forward(spec, input).unwrap();
+    let grad_output = gradients::<T>(&mut Rng::new(grad_seed), want.values.len());
+    let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
+
+    let slot = |bytes: u64| bytes.next_multiple_of(256) + 256;
+    let (in_bytes, out_bytes, idx_bytes) =
+        (g.input_len() as u64 * elem, g.output_len() as u64 * elem, g.output_len() as u64 * 4);
+    let reads = caller_buffer(ctx, slot(in_bytes) + slot(out_bytes), USAGE);
+    let forward_writes = caller_buffer(ctx, slot(out_bytes) + slot(idx_bytes), USAGE);
+    let backward_writes = caller_buffer(ctx, slot(in_bytes) + 256, USAGE);
+    poison(ctx, &forward_writes);
+    poison(ctx, &backward_writes);
+    let input_t = GpuTensor::<T>::from_buffer(&reads, 4, spec.input.clone(), spec.layout).unwrap();
+    let grad_t = GpuTensor::<T>::from_buffer(&reads, slot(in_bytes) + 8, out.clone(), spec.layout).unwrap();
+    input_t.write(ctx, input).unwrap();
+    grad_t.write(ctx, &grad_output).unwrap();
+    let pooled = PooledTensors {
+        values: GpuTensor::from_buffer(&forward_writes, 12, out.clone(), spec.layout).unwrap(),
+        indices: GpuTensor::from_buffer(&forward_writes, slot(out_bytes) + 4, out, spec.layout).unwrap(),
+    };
+    let backward = BackwardTensors {
+        grad_input: GpuTensor::from_buffer(&backward_writes, 8, spec.input.clone(), spec.layout).unwrap(),
+        invalid_count: InvalidCount::from_buffer(&backward_writes, slot(in_bytes) + 4).unwrap(),
+    };
+
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    ctx.record_forward_tensor_into(&mut encoder, spec, &input_t, &pooled).unwrap();
+    ctx.record_backward_tensor_into(&mut encoder, spec, &grad_t, &pooled.indices, &backward).unwrap();
+    ctx.queue().submit([encoder.finish()]);
+
+    backward.check(ctx).unwrap_or_else(|e| panic!("[{name}] invalid count: {e}"));
+    assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
+    assert_eq!(pooled.indices.download(ctx).unwrap(), want.indices, "[{name}] indices");
+    assert_bits_eq("grad_input", &name, &backward.grad_input.download(ctx).unwrap(), &want_gi);
+    case.pass();
+}
+
+fn random_cases<T: Element>(ctx: &Context, seed: u64, cases: usize) {
+    let mut rng = Rng::new(seed);
+    for i in 0..cases {
+        let spec = random_spec(&mut rng, 9);
+        let n = spec.input.numel().unwrap();
+        let input: Vec<T> = if i % 5 == 4 { negative_values(&mut rng, n) } else { nasty_values(&mut rng, n) };
+        if i % 2 == 0 {
+            check_allocated(ctx, &spec, &input, seed + i as u64);
+        } else {
+            check_caller_buffers(ctx, &spec, &input, seed + i as u64);
+        }
+    }
+}
+
+#[test]
+fn tensor_passes_match_the_cpu_reference_on_every_adapter() {
+    for ctx in contexts() {
+        random_cases::<f32>(ctx, 21, 40);
+        if ctx.supports(DType::F16) {
+            random_cases::<f16>(ctx, 22, 20);
+        }
+    }
+}
+
+#[test]
+fn a_training_step_stays_on_the_gpu_with_reused_tensors() {
+    // ResNet-stem pooling, channels-last, three steps through the same tensors, one submission
+    // per step, one download at the end.
+    let spec = PoolSpec::new(InputShape::nchw(2, 8, 13, 11), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]))
+        .layout(Layout::ChannelsLast);
+    let n = spec.input.numel().unwrap();
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        let input = GpuTensor::<f32>::zeros(ctx, spec.input.clone(), spec.layout).unwrap();
+        let pooled = PooledTensors::allocate(ctx, &spec).unwrap();
+        let grad_output = GpuTensor::zeros(ctx, pooled.values.shape().clone(), spec.layout).unwrap();
+        let backward = BackwardTensors::allocate(ctx, &spec).unwrap();
+        let mut rng = Rng::new(5);
+        let mut last = None;
+        for _ in 0..3 {
+            let data: Vec<f32> = nasty_values(&mut rng, n);
+            let grads: Vec<f32> = gradients(&mut rng, pooled.values.len());
+            input.write(ctx, &data).unwrap();
+            grad_output.write(ctx, &grads).unwrap();
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            ctx.record_forward_tensor_into(&mut encoder, &spec, &input, &pooled).unwrap();
+            // Reading and writing different buffers: backward may follow forward in one encoder.
+            ctx.record_backward_tensor_into(&mut encoder, &spec, &grad_output, &pooled.indices, &backward).unwrap();
+            ctx.queue().submit([encoder.finish()]);
+            last = Some((data, grads));
+        }
+        let (data, grads) = last.unwrap();
+        let want = cpu::reference::forward(&spec, &data).unwrap();
+        let want_gi = cpu::reference::backward(&spec, &grads, &want.indices).unwrap();
+        let grad_input = backward.check(ctx).unwrap().download(ctx).unwrap();
+        assert_bits_eq("grad_input", &name, &grad_input, &want_gi);
+        assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
+        case.pass();
+    }
+}
+
+#[test]
+fn invalid_indices_are_counted_on_the_gpu_and_cleared_by_the_next_pass() {
+    let spec = PoolSpec::new(InputShape::nchw(1, 2, 4, 4), PoolParams::new([2, 2]));
+    let out = spec.validate().unwrap().output_shape();
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        let grad_output = GpuTensor::upload(ctx, out.clone(), spec.layout, &[1.0f32; 8]).unwrap();
+        // Plane index 16 is outside the 4×4 plane, 2 is outside its window, -1 is not allowed
+        // where the window holds real elements; the rest are right.
+        let bad = [0u32, 16, 2, NO_INDEX, 0, 2, 8, 10];
+        let indices = GpuTensor::upload(ctx, out.clone(), spec.layout, &bad).unwrap();
+        let backward = ctx.backward_tensor(&spec, &grad_output, &indices).unwrap();
+        assert_eq!(backward.invalid_count.read(ctx), Err(Error::InvalidIndices { count: 3 }), "[{name}]");
+        assert_eq!(backward.check(ctx).unwrap_err(), Error::InvalidIndices { count: 3 }, "[{name}]");
+        // The CPU reference agrees on the count.
+        assert_eq!(cpu::reference::backward(&spec, &[1.0f32; 8], &bad), Err(Error::InvalidIndices { count: 3 }));
+
+        // The same counter, reused with valid indices, reads zero again.
+        let good = [0u32, 2, 8, 10, 0, 2, 8, 10];
+        indices.write(ctx, &good).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ctx.record_backward_tensor_into(&mut encoder, &spec, &grad_output, &indices, &backward).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        backward.invalid_count.read(ctx).unwrap_or_else(|e| panic!("[{name}] {e}"));
+        let grad_input = backward.grad_input.download(ctx).unwrap();
+        assert_eq!(grad_input, cpu::reference::backward(&spec, &[1.0f32; 8], &good).unwrap(), "[{name}]");
+        case.pass();
+    }
+}
+
+#[test]
+fn mismatched_tensors_give_typed_errors() {
+    let spec = PoolSpec::new(InputShape::nchw(1, 3, 8, 8), PoolParams::new([2, 2]));
+    let out = spec.validate().unwrap().output_shape();
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        let upload = |shape: InputShape, layout: Layout| {
+            let n = shape.numel().unwrap();
+            GpuTensor::<f32>::upload(ctx, shape, layout, &vec![0.0; n]).unwrap()
+        };
+
+        // Wrong spatial size, rank, batch and layout of the input.
+        let err = ctx.forward_tensor(&spec, &upload(InputShape::nchw(1, 3, 8, 9), Layout::ChannelsFirst)).unwrap_err();
+        assert!(
+            matches!(&err, Error::ShapeMismatch { what, expected: 8, found: 9 } if what.starts_with("input dimension 3")),
+            "[{name}] {err}"
+        );
+        let err = ctx.forward_tensor(&spec, &upload(InputShape::new(1, 3, [8, 8, 1]), Layout::ChannelsFirst));
+        assert!(matches!(err, Err(Error::ShapeMismatch { expected: 4, found: 5, .. })), "[{name}] {err:?}");
+        let err = ctx.forward_tensor(&spec, &upload(InputShape::nchw(2, 3, 8, 8), Layout::ChannelsFirst));
+        assert!(matches!(err, Err(Error::ShapeMismatch { expected: 1, found: 2, .. })), "[{name}] {err:?}");
+        let err = ctx.forward_tensor(&spec, &upload(spec.input.clone(), Layout::ChannelsLast)).unwrap_err();
+        assert!(
+            matches!(&err, Error::ShapeMismatch { what, expected: 1, found: 3 } if what.contains("channels-last")),
+            "[{name}] {err}"
+        );
+
+        // Backward: gradients of the input's shape instead of the output's; outputs of the wrong shape.
+        let indices = GpuTensor::<u32>::zeros(ctx, out.clone(), spec.layout).unwrap();
+        let err = ctx.backward_tensor(&spec, &upload(spec.input.clone(), spec.layout), &indices).unwrap_err();
+        assert!(
+            matches!(&err, Error::ShapeMismatch { what, expected: 4, found: 8 } if what.starts_with("grad_output")),
+            "[{name}] {err}"
+        );
+        let wrong_indices = GpuTensor::<u32>::zeros(ctx, InputShape::nchw(1, 2, 4, 4), spec.layout).unwrap();
+        let err = ctx.backward_tensor(&spec, &upload(out.clone(), spec.layout), &wrong_indices).unwrap_err();
+        assert!(matches!(&err, Error::ShapeMismatch { what, .. } if what.starts_with("indices")), "[{name}] {err}");
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let wrong_outputs = PooledTensors::<f32>::allocate(
+            ctx,
+            &PoolSpec::new(InputShape::nchw(1, 3, 8, 8), PoolParams::new([4, 4])), // 2×2 outputs, not 4×4
+        )
+        .unwrap();
+        let err = ctx
+            .record_forward_tensor_into(&mut encoder, &spec, &upload(spec.input.clone(), spec.layout), &wrong_outputs)
+            .unwrap_err();
+        assert!(matches!(&err, Error::ShapeMismatch { what, .. } if what.starts_with("values")), "[{name}] {err}");
+
+        // An invalid spec is reported as such before any tensor is looked at.
+        let bad_spec = PoolSpec::new(InputShape::nchw(1, 3, 8, 8), PoolParams::new([2]));
+        let err = ctx.forward_tensor(&bad_spec, &upload(spec.input.clone(), spec.layout)).unwrap_err();
+        assert_eq!(err, Error::ParamRank { param: "kernel", expected: 2, found: 1 }, "[{name}]");
+
+        // Host data of the wrong length.
+        let err = GpuTensor::<f32>::upload(ctx, spec.input.clone(), spec.layout, &[0.0; 10]).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { expected: 192, found: 10, .. }), "[{name}] {err}");
+        let err = upload(out.clone(), spec.layout).write(ctx, &[0.0; 3]).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { expected: 48, found: 3, .. }), "[{name}] {err}");
+
+        // Caller buffers: alignment, size, usage.
+        let buffer = caller_buffer(ctx, 64, USAGE);
+        let shape = InputShape::nchw(1, 1, 2, 2);
+        assert_eq!(
+            GpuTensor::<f32>::from_buffer(&buffer, 2, shape.clone(), Layout::ChannelsFirst).unwrap_err(),
+            Error::Misaligned { what: "f32 tensor".into(), offset: 2, alignment: 4 }
+        );
+        let err = GpuTensor::<f32>::from_buffer(&buffer, 52, shape.clone(), Layout::ChannelsFirst).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { expected: 68, found: 64, .. }), "[{name}] {err}");
+        let half = GpuTensor::<f16>::from_buffer(&buffer, 2, shape.clone(), Layout::ChannelsFirst).unwrap();
+        assert_eq!(
+            half.write(ctx, &[f16::ONE; 4]).unwrap_err(),
+            Error::Misaligned { what: "f16 tensor (write)".into(), offset: 2, alignment: 4 }
+        );
+        let uniform = caller_buffer(ctx, 64, wgpu::BufferUsages::UNIFORM);
+        assert!(matches!(
+            GpuTensor::<f32>::from_buffer(&uniform, 0, shape.clone(), Layout::ChannelsFirst),
+            Err(Error::BufferUsage { .. })
+        ));
+        let no_copy = caller_buffer(ctx, 64, wgpu::BufferUsages::STORAGE);
+        let t = GpuTensor::<f32>::from_buffer(&no_copy, 0, shape, Layout::ChannelsFirst).unwrap();
+        assert_eq!(
+            t.download(ctx).unwrap_err(),
+            Error::BufferUsage { what: "tensor (download)".into(), usage: "COPY_SRC".into() }
+        );
+        assert!(matches!(InvalidCount::from_buffer(&no_copy, 0), Err(Error::BufferUsage { .. })));
+        assert!(matches!(InvalidCount::from_buffer(&buffer, 62), Err(Error::Misaligned { .. })));
+
+        // The record-level checks still apply: one buffer read and written by a dispatch.
+        let shared = caller_buffer(ctx, 4096, USAGE);
+        let input = GpuTensor::<f32>::from_buffer(&shared, 0, spec.input.clone(), spec.layout).unwrap();
+        let outputs = PooledTensors {
+            values: GpuTensor::from_buffer(&shared, 1024, out.clone(), spec.layout).unwrap(),
+            indices: GpuTensor::from_buffer(&shared, 2048, out.clone(), spec.layout).unwrap(),
+        };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let err = ctx.record_forward_tensor_into(&mut encoder, &spec, &input, &outputs).unwrap_err();
+        assert!(matches!(err, Error::BufferUsage { .. }), "[{name}] {err}");
+
+        // f16 without SHADER_F16.
+        if !ctx.supports(DType::F16) {
+            let input = GpuTensor::<f16>::zeros(ctx, spec.input.clone(), spec.layout).unwrap();
+            let err = ctx.forward_tensor(&spec, &input).unwrap_err();
+            assert!(matches!(err, Error::MissingFeature { feature: "SHADER_F16", .. }), "[{name}] {err}");
+        }
+        case.pass();
+    }
+}
+
+/// The futures are `Send` on native targets, so multi-threaded executors can run them.
+#[allow(dead_code)]
+fn futures_are_send(ctx: &Context, spec: &PoolSpec, t: &GpuTensor<f32>, i: &GpuTensor<u32>, b: &BackwardTensors<f32>) {
+    fn send<F: std::future::Future + Send>(_: F) {}
+    send(GpuTensor::<f32>::upload_async(ctx, spec.input.clone(), spec.layout, &[]));
+    send(GpuTensor::<f32>::zeros_async(ctx, spec.input.clone(), spec.layout));
+    send(t.download_async(ctx));
+    send(ctx.forward_tensor_async(spec, t));
+    send(ctx.backward_tensor_async(spec, t, i));
+    send(PooledTensors::<f32>::allocate_async(ctx, spec));
+    send(BackwardTensors::<f32>::allocate_async(ctx, spec));
+    send(b.check_async(ctx));
+    send(InvalidCount::new_async(ctx));
+}
+
+#[test]
+fn async_forms_work_under_any_executor() {
+    let spec = PoolSpec::new(InputShape::new(2, 3, [10]), PoolParams::new([3]).stride([2]).padding([1]));
+    let data: Vec<f32> = (0..60).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let got = pollster::block_on(async {
+            let input = GpuTensor::upload_async(ctx, spec.input.clone(), spec.layout, &data).await?;
+            let pooled = ctx.forward_tensor_async(&spec, &input).await?;
+            let grad = GpuTensor::upload_async(ctx, pooled.values.shape().clone(), spec.layout, &[1.0f32; 30]).await?;
+            let backward = ctx.backward_tensor_async(&spec, &grad, &pooled.indices).await?;
+            let grad_input = backward.check_async(ctx).await?.download_async(ctx).await?;
+            Ok::<_, Error>((pooled.values.download_async(ctx).await?, grad_input))
+        })
+        .unwrap();
+        let want = cpu::reference::forward(&spec, &data).unwrap();
+        assert_eq!(got.0, want.values, "[{}]", ctx.describe());
+        assert_eq!(got.1, cpu::reference::backward(&spec, &[1.0f32; 30], &want.indices).unwrap());
+        case.pass();
+    }
+}
