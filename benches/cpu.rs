@@ -1,5 +1,6 @@
 //! CPU forward and backward (`wgpool::cpu`, the fast path) over the performance cases, wall time
-//! of the public calls as users make them: output allocation (and freeing) included.
+//! of the public calls as users make them: `fwd`/`bwd` allocate (and free) their outputs,
+//! `fwd_into`/`bwd_into` write into preallocated buffers (like PyTorch's `.out` variants).
 //!
 //! ```text
 //! cargo bench --bench cpu                      # wgpool::cases::full()
@@ -70,6 +71,11 @@ fn main() {
                 let input = input.get_or_insert_with(|| rng.values(g.input_len()));
                 b.iter(|| cpu::forward(&spec, input).unwrap())
             });
+            group.bench_function("fwd_into", |b| {
+                let input = input.get_or_insert_with(|| rng.values(g.input_len()));
+                let (mut values, mut indices) = (vec![0.0f32; g.output_len()], vec![0u32; g.output_len()]);
+                b.iter(|| cpu::forward_into(&spec, input, &mut values, &mut indices).unwrap())
+            });
             let mut data = None;
             group.throughput(Throughput::Bytes(n_out * 8 + n_in * 4));
             group.bench_function("bwd", |b| {
@@ -80,6 +86,15 @@ fn main() {
                     (rng.values(g.output_len()), indices)
                 });
                 b.iter(|| cpu::backward(&spec, grad_output, indices).unwrap())
+            });
+            group.bench_function("bwd_into", |b| {
+                let (grad_output, indices) = data.get_or_insert_with(|| {
+                    let x = input.take().unwrap_or_else(|| rng.values(g.input_len()));
+                    let indices = cpu::forward(&spec, &x).unwrap().indices;
+                    (rng.values(g.output_len()), indices)
+                });
+                let mut grad_input = vec![0.0f32; g.input_len()];
+                b.iter(|| cpu::backward_into(&spec, grad_output, indices, &mut grad_input).unwrap())
             });
             group.finish();
         }

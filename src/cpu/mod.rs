@@ -19,6 +19,7 @@ mod max_pool_forward;
 mod max_pool_forward_rows;
 mod max_pool_forward_shared;
 
+pub use fast::{backward_into, forward_into};
 pub use max_pool_backward::{
     GradientSum, anchor, candidate_windows, gradient_term, index_valid, real_taps, window_contains, window_has_real_tap,
 };

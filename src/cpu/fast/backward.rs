@@ -9,24 +9,25 @@
 //!   increasing output order, which is the order of the reference's sums.
 
 use super::lane::Lane;
-use super::{Plan, VECTOR, even_ranges, run_tasks, split_lengths, taps, task_count, window_range};
+use super::{
+    Isa, Plan, RowCursor, even_ranges, multiversion, run_tasks, split_lengths, taps, task_count, window_range,
+};
 use crate::NO_INDEX;
 use crate::cpu::gradient_term;
 use crate::element::Element;
 use crate::params::Geometry;
 
 /// Returns the number of invalid indices; `grad_input` is complete when it is 0.
-pub(super) fn run<T: Lane>(g: &Geometry, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
-    let p = Plan::new(g);
+pub(super) fn run<T: Lane>(g: &Geometry, p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
     if gi.is_empty() {
         return 0; // an empty batch
     }
     if g.tiles() {
-        return tiled(&p, go, idx, gi);
+        return tiled(p, go, idx, gi);
     }
-    let invalid = validate(&p, idx);
+    let invalid = validate(p, idx);
     if invalid == 0 {
-        scatter(&p, go, idx, gi);
+        scatter(p, go, idx, gi);
     }
     invalid
 }
@@ -43,7 +44,7 @@ struct Scratch<T> {
     gz: Vec<T>,
     /// Whether each output of the row matched a tap.
     hit: Vec<u8>,
-    /// Padded copies of a short row's interior (see [`VECTOR`]): indices, gradients, hits and the
+    /// Padded copies of a short row's interior (see [`Isa::unit`]): indices, gradients, hits and the
     /// input row.
     pad_idx: Vec<u32>,
     pad_gz: Vec<T>,
@@ -65,6 +66,7 @@ impl<T> Scratch<T> {
     }
 }
 
+#[inline(always)]
 fn misses(hit: &[u8]) -> u64 {
     hit.iter().filter(|&&h| h == 0).count() as u64
 }
@@ -85,28 +87,39 @@ fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
     };
     let ranges: Vec<_> = even_ranges(out_units, task_count(bytes(go, gi), out_units)).collect();
     let pieces = split_lengths(gi, ranges.iter().map(|r| (in_start(r.end) - in_start(r.start)) * u.in_len));
-    let row_len = p.out_row_len();
     run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
         let e0 = in_start(range.start) * u.in_len;
-        let mut s = Scratch::new();
-        let mut invalid = 0;
-        p.for_rows(range.start * u.out_rows..range.end * u.out_rows, |r, rows| {
-            let (go, idx) = (&go[r * row_len..][..row_len], &idx[r * row_len..][..row_len]);
-            // A few channels: too little to vectorise across (case D channels-last: 2.4 ms instead
-            // of 3.8 ms; short channels-first rows gained nothing).
-            invalid += if p.lanes > 1 && p.lanes < 8 {
-                tiled_row_points(p, rows, go, idx, gi, e0)
-            } else {
-                tiled_row(p, rows, go, idx, gi, e0, &mut s)
-            };
-        });
-        invalid
+        tiled_task::dispatch(p.isa, p, range.start * u.out_rows, range.end * u.out_rows, go, idx, gi, e0)
     })
+}
+
+multiversion!(tiled_task<T>(p: &Plan, first: usize, end: usize, go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64);
+
+/// Output rows `first..end` of a tiled geometry; `gi` starts at element `e0` of `grad_input`.
+#[inline(always)]
+fn tiled_task<T: Lane>(p: &Plan, first: usize, end: usize, go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64 {
+    let row_len = p.out_row_len();
+    let mut s = Scratch::new();
+    let mut invalid = 0;
+    let mut cursor = RowCursor::new(p, first..end);
+    while let Some(r) = cursor.advance() {
+        let rows = &cursor.rows[..];
+        let (go, idx) = (&go[r * row_len..][..row_len], &idx[r * row_len..][..row_len]);
+        // A few channels: too little to vectorise across (case D channels-last, SSE2: 1.0 ms
+        // instead of 3.8 ms; short channels-first rows gained nothing).
+        invalid += if p.lanes > 1 && p.lanes < 8 {
+            tiled_row_points(p, rows, go, idx, gi, e0)
+        } else {
+            tiled_row(p, rows, go, idx, gi, e0, &mut s)
+        };
+    }
+    invalid
 }
 
 /// One output row of a tiled geometry (`lanes` is 1 for channels-first): every input row of the
 /// row's windows, element by element, edge windows first, then the interior: [`tiled_fixed`]
 /// across `ow` for channels-first `k2` and `k3`, per-tap passes over the channels otherwise.
+#[inline(always)]
 fn tiled_row<T: Lane>(
     p: &Plan,
     rows: &[(usize, u32)],
@@ -125,7 +138,7 @@ fn tiled_row<T: Lane>(
     let (lo, hi) = (p.w_lo, p.w_hi);
     let start = lo * w.stride - w.padding;
     let n = hi - lo;
-    let pad = n.next_multiple_of(VECTOR);
+    let pad = n.next_multiple_of(p.unit);
     let padded = c == 1 && matches!(w.kernel, 2 | 3) && n < 64 && pad != n;
     if padded {
         // Outputs past the interior match nothing (an index that no position has).
@@ -211,6 +224,7 @@ fn tiled_row<T: Lane>(
 /// Interior channels-last tiled windows, `L` channels at a time: a block's indices and gradients
 /// stay in registers while every tap of the window is written. `taps`: the offset in `gi` and the
 /// plane position of every tap of the first window; window `o` is `o·stride` positions further.
+#[inline(always)]
 fn tiled_blocked<T: Lane, const L: usize>(
     gi: &mut [T],
     taps: &[(usize, u32)],
@@ -243,6 +257,7 @@ fn tiled_blocked<T: Lane, const L: usize>(
 /// One output row of a tiled geometry, as +0.0 everywhere and then one write per output, at its
 /// index when that is one of its window's taps: cheaper than comparing every tap, lane by lane,
 /// when the channels are few.
+#[inline(always)]
 fn tiled_row_points<T: Lane>(p: &Plan, rows: &[(usize, u32)], go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64 {
     let (w, c) = (&p.w, p.lanes);
     for &(off, _) in rows {
@@ -294,25 +309,36 @@ fn validate(p: &Plan, idx: &[u32]) -> u64 {
     let rows = p.out_rows();
     let row_len = p.out_row_len();
     let ranges: Vec<_> = even_ranges(rows, task_count(idx.len() * 4, rows)).collect();
-    run_tasks(ranges, |range| {
-        let mut s = Scratch::<u8>::new();
-        let mut invalid = 0;
-        p.for_rows(range, |r, rows| {
-            let idx = &idx[r * row_len..][..row_len];
-            invalid += if p.lanes == 1 {
-                validate_row_channels_first(p, rows, idx, &mut s)
-            } else {
-                validate_row_channels_last(p, rows, idx, &mut s)
-            };
-        });
-        invalid
-    })
+    run_tasks(ranges, |range| validate_task::dispatch::<f32>(p.isa, p, range.start, range.end, idx, row_len))
 }
 
+// (The element type is unused: `multiversion!` declares functions generic over one.)
+multiversion!(validate_task<T>(p: &Plan, first: usize, end: usize, idx: &[u32], row_len: usize) -> u64);
+
+/// Invalid indices of output rows `first..end`.
+#[inline(always)]
+fn validate_task<T: Lane>(p: &Plan, first: usize, end: usize, idx: &[u32], row_len: usize) -> u64 {
+    let mut s = Scratch::<u8>::new();
+    let mut invalid = 0;
+    let mut cursor = RowCursor::new(p, first..end);
+    while let Some(r) = cursor.advance() {
+        let rows = &cursor.rows[..];
+        let idx = &idx[r * row_len..][..row_len];
+        invalid += if p.lanes == 1 {
+            validate_row_channels_first(p, rows, idx, &mut s)
+        } else {
+            validate_row_channels_last(p, rows, idx, &mut s)
+        };
+    }
+    invalid
+}
+
+#[inline(always)]
 fn not_padding_only(idx: &[u32]) -> u64 {
     idx.iter().filter(|&&i| i != NO_INDEX).count() as u64
 }
 
+#[inline(always)]
 fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &mut Scratch<u8>) -> u64 {
     let w = &p.w;
     if rows.is_empty() {
@@ -332,6 +358,10 @@ fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: 
         };
         invalid += !valid as u64;
     }
+    // No interior outputs (windows wider than the row): the edge loop above checked them all.
+    if p.w_hi == p.w_lo {
+        return invalid;
+    }
     s.hit.clear();
     s.hit.resize(p.w_hi - p.w_lo, 0);
     let idx = &idx[p.w_lo..p.w_hi];
@@ -348,6 +378,7 @@ fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: 
     invalid + misses(&s.hit)
 }
 
+#[inline(always)]
 fn validate_row_channels_last(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &mut Scratch<u8>) -> u64 {
     let (w, c) = (&p.w, p.lanes);
     let mut invalid = 0;
@@ -372,6 +403,34 @@ fn validate_row_channels_last(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &
     invalid
 }
 
+/// A block of `grad_input` zeroed lazily, a little ahead of the element asked for: the scatter's
+/// targets advance with the outputs, so every element is zeroed just before its first update.
+struct Zeroed<'a, T> {
+    gi: &'a mut [T],
+    /// `gi[..done]` is zeroed.
+    done: usize,
+}
+
+impl<T: Lane> Zeroed<'_, T> {
+    /// Elements zeroed past the one asked for (16 KiB of f32).
+    const AHEAD: usize = 4096;
+
+    #[inline]
+    fn get_mut(&mut self, e: usize) -> Option<&mut T> {
+        if e >= self.done && e < self.gi.len() {
+            let end = (e + Self::AHEAD).min(self.gi.len());
+            self.gi[self.done..end].fill(T::ZERO);
+            self.done = end;
+        }
+        self.gi.get_mut(e)
+    }
+
+    /// Zeroes what no update reached.
+    fn finish(self) {
+        self.gi[self.done..].fill(T::ZERO);
+    }
+}
+
 /// One step of the reference's `GradientSum` (a sum in output order from +0.0 whose first NaN
 /// event decides a NaN result), with the whole state in the stored value: a NaN there is final.
 #[inline]
@@ -389,10 +448,11 @@ fn accumulate<T: Element>(sum: T, g: T) -> T {
 /// Adds every gradient to the element its (valid) index names, in increasing output order. Tasks
 /// own contiguous ranges of input units and walk every output unit whose windows can reach them.
 ///
-/// Each task zeroes its block first, even when the caller's buffer is zero already: on fresh
-/// `calloc` pages the scatter's read-modify-write would otherwise fault every page twice (a read
-/// fault mapping the shared zero page, then a copy-on-write fault), which costs far more (case B:
-/// 215 ms instead of 11 ms on the development machine) than writing the block once.
+/// Each task zeroes its block, even when the caller's buffer is zero already: on fresh `calloc`
+/// pages the scatter's read-modify-write would otherwise fault every page twice (a read fault
+/// mapping the shared zero page, then a copy-on-write fault), which costs far more (case B: 215 ms
+/// instead of 11 ms on the development machine) than writing the block once. It zeroes just ahead
+/// of the writes ([`Zeroed`]), so that they find the lines in cache.
 fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
     let u = p.units();
     let a = u.axis;
@@ -401,7 +461,7 @@ fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
     let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, gi), in_units)).collect();
     let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
     run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
-        gi.fill(T::ZERO);
+        let mut gi = Zeroed { gi, done: 0 };
         let e0 = range.start * u.in_len;
         let (first, last) = (range.start, range.end - 1);
         let v_lo = first / a.input * a.output + window_range(&a, first % a.input).0;
@@ -430,6 +490,7 @@ fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
                 }
             }
         }
+        gi.finish();
         0
     });
 }

@@ -6,12 +6,11 @@
 //! at the index written (the reference writes `input[arg]`: the same bits).
 
 use super::lane::{Lane, pick_u32};
-use super::{Plan, VECTOR, run_tasks, taps, task_count};
+use super::{Isa, Plan, RowCursor, multiversion, run_tasks, taps, task_count};
 use crate::NO_INDEX;
-use crate::params::{Axis, Geometry};
+use crate::params::Axis;
 
-pub(super) fn run<T: Lane>(g: &Geometry, input: &[T], values: &mut [T], indices: &mut [u32]) {
-    let p = Plan::new(g);
+pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: &mut [T], indices: &mut [u32]) {
     let row_len = p.out_row_len();
     if values.is_empty() {
         return;
@@ -22,22 +21,32 @@ pub(super) fn run<T: Lane>(g: &Geometry, input: &[T], values: &mut [T], indices:
     let tasks: Vec<_> =
         values.chunks_mut(per_task * row_len).zip(indices.chunks_mut(per_task * row_len)).enumerate().collect();
     run_tasks(tasks, |(t, (values, indices))| {
-        let first = t * per_task;
-        let mut s = Scratch::default();
-        p.for_rows(first..first + values.len() / row_len, |r, rows| {
-            let (v, i) =
-                (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
-            if rows.is_empty() {
-                v.fill(T::NEG_INFINITY);
-                i.fill(NO_INDEX);
-            } else if p.lanes == 1 {
-                row_channels_first(&p, input, rows, v, i, &mut s);
-            } else {
-                row_channels_last(&p, input, rows, v, i, &mut s.taps);
-            }
-        });
+        task::dispatch(p.isa, p, input, t * per_task, values, indices);
         0
     });
+}
+
+multiversion!(task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) -> ());
+
+/// Output rows `first..` (as many as `values` holds).
+#[inline(always)]
+fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) {
+    let row_len = p.out_row_len();
+    let mut s = Scratch::default();
+    let mut cursor = RowCursor::new(p, first..first + values.len() / row_len);
+    while let Some(r) = cursor.advance() {
+        let rows = &cursor.rows[..];
+        let (v, i) =
+            (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
+        if rows.is_empty() {
+            v.fill(T::NEG_INFINITY);
+            i.fill(NO_INDEX);
+        } else if p.lanes == 1 {
+            row_channels_first(p, x, rows, v, i, &mut s);
+        } else {
+            row_channels_last(p, x, rows, v, i, &mut s.taps);
+        }
+    }
 }
 
 /// Per-task buffers.
@@ -47,16 +56,20 @@ struct Scratch<T> {
     /// A padded copy of a row's interior outputs.
     vals: Vec<T>,
     idx: Vec<u32>,
+    /// The even and odd elements of an input row (see [`k3s2`]).
+    even: Vec<T>,
+    odd: Vec<T>,
 }
 
 impl<T> Default for Scratch<T> {
     fn default() -> Self {
-        Scratch { taps: vec![], vals: vec![], idx: vec![] }
+        Scratch { taps: vec![], vals: vec![], idx: vec![], even: vec![], odd: vec![] }
     }
 }
 
 /// One channels-first output row: edge windows one by one, then the interior, one pass over the
 /// outputs per input row (the outputs hold the running best; they stay in L1).
+#[inline(always)]
 fn row_channels_first<T: Lane>(
     p: &Plan,
     x: &[T],
@@ -76,17 +89,19 @@ fn row_channels_first<T: Lane>(
     // Input coordinate of the first tap of the first interior window.
     let start = p.w_lo * w.stride - w.padding;
     let n = vals.len();
-    if n < 64 && n % VECTOR != 0 {
+    if n < 64 && n % p.unit != 0 {
         // Short row: run the fixed kernel over a padded copy (the extra outputs read past the
         // row, never past the input, and are dropped); rows too close to the end of the input
         // for that take the exact path below.
-        let pad = n.next_multiple_of(VECTOR);
+        let pad = n.next_multiple_of(p.unit);
         s.vals.resize(pad, T::ZERO);
         s.idx.resize(pad, 0);
-        let all = rows.iter().enumerate().all(|(j, &(off, pos))| {
+        let mut all = true;
+        for (j, &(off, pos)) in rows.iter().enumerate() {
             let (row, pos) = (&x[off + start..], pos + start as u32);
-            fixed_any(w, 1, j == 0, row, pos, &mut s.vals[..pad], &mut s.idx[..pad]) == pad
-        });
+            let (vals, idx) = (&mut s.vals[..pad], &mut s.idx[..pad]);
+            all &= fixed_cf(w, j == 0, row, pos, vals, idx, &mut s.even, &mut s.odd) == pad;
+        }
         if all {
             vals.copy_from_slice(&s.vals[..n]);
             idx.copy_from_slice(&s.idx[..n]);
@@ -95,13 +110,76 @@ fn row_channels_first<T: Lane>(
     }
     for (j, &(off, pos)) in rows.iter().enumerate() {
         let (row, pos) = (&x[off + start..], pos + start as u32);
-        let done = fixed_any(w, 1, j == 0, row, pos, vals, idx);
+        let done = fixed_cf(w, j == 0, row, pos, vals, idx, &mut s.even, &mut s.odd);
         let skip = done * w.stride;
         strided(w, &row[skip..], pos + skip as u32, j == 0, &mut vals[done..], &mut idx[done..]);
     }
 }
 
+/// The fixed channels-first kernels: [`k3s2`] for `k3 s2` (which LLVM does not vectorise as
+/// [`fixed`] for AVX2), [`fixed_any`] otherwise. Returns how many outputs it took.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fixed_cf<T: Lane>(
+    w: &Axis,
+    first: bool,
+    row: &[T],
+    pos: u32,
+    vals: &mut [T],
+    idx: &mut [u32],
+    even: &mut Vec<T>,
+    odd: &mut Vec<T>,
+) -> usize {
+    if (w.kernel, w.stride, w.dilation) == (3, 2, 1) {
+        if first {
+            k3s2::<T, true>(row, pos, vals, idx, even, odd)
+        } else {
+            k3s2::<T, false>(row, pos, vals, idx, even, odd)
+        }
+    } else {
+        fixed_any(w, 1, first, row, pos, vals, idx)
+    }
+}
+
+/// One input row's taps for interior `k3 s2` windows: the row is split into its even and odd
+/// elements first, so that taps `2o`, `2o + 1`, `2o + 2` are `even[o]`, `odd[o]`, `even[o + 1]`,
+/// three contiguous streams. Returns how many outputs it took (fewer when `row` ends early).
+#[inline(always)]
+fn k3s2<T: Lane, const FIRST: bool>(
+    row: &[T],
+    pos: u32,
+    vals: &mut [T],
+    idx: &mut [u32],
+    even: &mut Vec<T>,
+    odd: &mut Vec<T>,
+) -> usize {
+    let n = vals.len().min(row.len().saturating_sub(1) / 2);
+    if n == 0 {
+        return 0;
+    }
+    let idx = &mut idx[..n];
+    even.resize(n + 1, T::ZERO);
+    odd.resize(n, T::ZERO);
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(&row.as_chunks::<2>().0[..n]) {
+        (*e, *o) = (pair[0], pair[1]);
+    }
+    even[n] = row[2 * n];
+    let taps = even[..n].iter().zip(&odd[..n]).zip(&even[1..=n]);
+    for (o, ((v, i), ((&x0, &x1), &x2))) in vals.iter_mut().zip(idx.iter_mut()).zip(taps).enumerate() {
+        let q = pos.wrapping_add(2 * o as u32); // past the plane in padded rows
+        let (mut best, mut arg) = if FIRST { (x0, q) } else { (*v, *i) };
+        for (k, x) in [x0, x1, x2].into_iter().enumerate().skip(FIRST as usize) {
+            let t = x.take(best);
+            best = T::pick(t, x, best);
+            arg = pick_u32(t, q.wrapping_add(k as u32), arg);
+        }
+        (*v, *i) = (best, arg);
+    }
+    n
+}
+
 /// The reference's scan of one window (any taps cut by padding), channels-first.
+#[inline(always)]
 fn window<T: Lane>(p: &Plan, x: &[T], rows: &[(usize, u32)], o: usize) -> (T, u32) {
     let w = &p.w;
     let (k0, k1) = taps(w, o);
@@ -120,6 +198,7 @@ fn window<T: Lane>(p: &Plan, x: &[T], rows: &[(usize, u32)], o: usize) -> (T, u3
 
 /// [`fixed`] for the W kernels and channel counts it is instantiated for (`lanes` is 1 for
 /// channels-first); returns 0 (nothing done) for the others.
+#[inline(always)]
 fn fixed_any<T: Lane>(
     w: &Axis,
     lanes: usize,
@@ -129,6 +208,7 @@ fn fixed_any<T: Lane>(
     vals: &mut [T],
     idx: &mut [u32],
 ) -> usize {
+    #[inline(always)]
     fn go<T: Lane, const K: usize, const S: usize, const C: usize>(
         first: bool,
         row: &[T],
@@ -165,6 +245,7 @@ fn fixed_any<T: Lane>(
 /// scan. Unrolled over taps and lanes so that LLVM vectorises across `o` (the stride-`S` loads
 /// become interleaved loads). `row` may run past the row's end (never read); returns how many
 /// outputs it took (all, unless `row` ends within a chunk of the last ones).
+#[inline(always)]
 fn fixed<T: Lane, const K: usize, const S: usize, const C: usize, const FIRST: bool>(
     row: &[[T; C]],
     pos: u32,
@@ -193,6 +274,7 @@ fn fixed<T: Lane, const K: usize, const S: usize, const C: usize, const FIRST: b
 
 /// One input row's taps for interior windows, any W kernel: one pass per tap. `row[o·s + k·d]`
 /// is tap `k` of output `o`.
+#[inline(always)]
 fn strided<T: Lane>(w: &Axis, row: &[T], pos: u32, first_row: bool, vals: &mut [T], idx: &mut [u32]) {
     if vals.is_empty() {
         return;
@@ -221,7 +303,7 @@ fn strided<T: Lane>(w: &Axis, row: &[T], pos: u32, first_row: bool, vals: &mut [
 
 /// One tap over the contiguous channels of an output position: the first tap of the window
 /// copies, the others update.
-#[inline]
+#[inline(always)]
 fn lanes<T: Lane>(first: bool, src: &[T], pos: u32, v: &mut [T], i: &mut [u32]) {
     if first {
         v.copy_from_slice(src);
@@ -238,6 +320,7 @@ fn lanes<T: Lane>(first: bool, src: &[T], pos: u32, v: &mut [T], i: &mut [u32]) 
 /// One channels-last output row: edge windows one by one; the interior with [`fixed`] for up to
 /// four channels, [`blocked`] for channel counts that are a multiple of 4, one pass over the
 /// contiguous channels per tap otherwise.
+#[inline(always)]
 fn row_channels_last<T: Lane>(
     p: &Plan,
     x: &[T],
@@ -299,6 +382,7 @@ fn row_channels_last<T: Lane>(
 /// values and indices of a block stay in registers across all the window's taps. `taps` are the
 /// element offset and plane position of every tap of the first window, in scan order; window
 /// `o` is `o·stride` positions further.
+#[inline(always)]
 fn blocked<T: Lane, const L: usize>(
     x: &[T],
     taps: &[(usize, u32)],
