@@ -9,7 +9,12 @@
 //!   the way PyTorch does.
 //! - [`Context`] runs it on a GPU: [`Context::record_forward`] / [`Context::record_backward`]
 //!   record into your `CommandEncoder` over your buffers; [`Context::forward`] /
-//!   [`Context::backward`] go from host slices to host vectors.
+//!   [`Context::backward`] go from host slices to host vectors (`_async` forms for the browser
+//!   and async code).
+//! - [`GpuTensor`] keeps data on the GPU: [`Context::forward_tensor`] returns values and indices
+//!   that [`Context::backward_tensor`] takes directly, with the invalid-index count left on the
+//!   device ([`InvalidCount`]) until you read it; the `record_*_tensor` forms record into your
+//!   encoder.
 //! - [`cpu`] runs the same operations on the CPU; [`cpu::reference`] mirrors the shaders and is
 //!   the reference every result is checked against.
 //!

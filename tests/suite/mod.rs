@@ -1,4 +1,5 @@
 pub mod common;
+pub mod generators;
 
 mod cli;
 mod cpu_fast;
