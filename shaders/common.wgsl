@@ -145,3 +145,30 @@ fn real_taps(a: Axis, o: u32) -> vec2<u32> {
 fn div_ceil(x: u32, d: u32) -> u32 {
     return x / d + select(0u, 1u, x % d != 0u);
 }
+
+// The first window whose span reaches input coordinate i on axis a (windows span
+// [o*s - p, o*s - p + eff)).
+fn first_window(a: Axis, i: u32) -> u32 {
+    let z = i + a.padding;
+    let eff = a.dilation * (a.kernel - 1u) + 1u;
+    if z + 1u > eff {
+        return (z + 1u - eff + a.stride - 1u) / a.stride;
+    }
+    return 0u;
+}
+
+// The last window whose span starts at or before input coordinate i on axis a.
+fn last_window(a: Axis, i: u32) -> u32 {
+    return min((i + a.padding) / a.stride, a.output - 1u);
+}
+
+// The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
+fn candidate_windows(a: Axis, i: u32) -> vec2<u32> {
+    return vec2<u32>(first_window(a, i), last_window(a, i));
+}
+
+// The first real (non-padding) coordinate of window o's span on axis a: every window has one, and
+// the invocation that owns it validates the window's index.
+fn anchor(a: Axis, o: u32) -> u32 {
+    return max(o * a.stride, a.padding) - a.padding;
+}

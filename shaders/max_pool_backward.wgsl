@@ -25,23 +25,6 @@ fn index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
     return select(inside, B(padding_only), index == I(NO_INDEX));
 }
 
-// The first real (non-padding) coordinate of window o's span on axis a.
-fn anchor(a: Axis, o: u32) -> u32 {
-    return max(o * a.stride, a.padding) - a.padding;
-}
-
-// The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
-fn candidate_windows(a: Axis, i: u32) -> vec2<u32> {
-    let z = i + a.padding;
-    let eff = a.dilation * (a.kernel - 1u) + 1u;
-    var lo = 0u;
-    if z + 1u > eff {
-        lo = (z + 1u - eff + a.stride - 1u) / a.stride;
-    }
-    let hi = min(z / a.stride, a.output - 1u);
-    return vec2<u32>(lo, hi);
-}
-
 @compute @workgroup_size(256)
 fn max_pool_backward(
     @builtin(workgroup_id) workgroup: vec3<u32>,

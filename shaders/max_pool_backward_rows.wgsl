@@ -29,26 +29,6 @@ fn index_valid(od: u32, oh: u32, ow: u32, index: u32) -> bool {
         && window_contains(axis_w(), ow, iw);
 }
 
-// Per axis: the first window whose span reaches padded coordinate z.
-fn first_window(a: Axis, i: u32) -> u32 {
-    let z = i + a.padding;
-    let eff = a.dilation * (a.kernel - 1u) + 1u;
-    if z + 1u > eff {
-        return (z + 1u - eff + a.stride - 1u) / a.stride;
-    }
-    return 0u;
-}
-
-// The last window whose span starts at or before input coordinate i.
-fn last_window(a: Axis, i: u32) -> u32 {
-    return min((i + a.padding) / a.stride, a.output - 1u);
-}
-
-// The first real (non-padding) coordinate of window o's span on axis a.
-fn anchor(a: Axis, o: u32) -> u32 {
-    return max(o * a.stride, a.padding) - a.padding;
-}
-
 @compute @workgroup_size(256)
 fn max_pool_backward_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,

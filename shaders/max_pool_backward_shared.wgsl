@@ -26,15 +26,6 @@ const SHARED_CAPACITY: u32 = 1024u;
 var<workgroup> tile_index: array<u32, SHARED_CAPACITY>;
 var<workgroup> tile_grad: array<T, SHARED_CAPACITY>;
 
-// Per axis: the first window whose span reaches padded coordinate z (see candidate_windows).
-fn first_window(z: u32, kernel: u32, stride: u32, dilation: u32) -> u32 {
-    let eff = dilation * (kernel - 1u) + 1u;
-    if z + 1u > eff {
-        return (z + 1u - eff + stride - 1u) / stride;
-    }
-    return 0u;
-}
-
 // Whether window (oh, ow) may hold `index` after a forward pass (the D axis is trivial).
 fn index_valid(oh: u32, ow: u32, index: u32) -> bool {
     if index == NO_INDEX {
@@ -64,8 +55,8 @@ fn max_pool_backward_shared(
     let slice = w / (tiles_w * tiles_h);
     let output_base = slice * (OUT_H * OUT_W);
     // The windows reaching the tile start here.
-    let oh0 = first_window(th * TILE_IH + P_H, K_H, S_H, DIL_H);
-    let ow0 = first_window(tw * TILE_IW + P_W, K_W, S_W, DIL_W);
+    let oh0 = first_window(axis_h(), th * TILE_IH);
+    let ow0 = first_window(axis_w(), tw * TILE_IW);
     for (var i = local; i < WINDOWS_H * WINDOWS_W; i += WORKGROUP_SIZE) {
         let oh = oh0 + i / WINDOWS_W;
         let ow = ow0 + i % WINDOWS_W;
@@ -129,14 +120,3 @@ fn max_pool_backward_shared(
         select(select(acc, T(0.0), acc == T(0.0)), nan, has_nan);
 }
 
-// The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
-fn candidate_windows(a: Axis, i: u32) -> vec2<u32> {
-    let lo = first_window(i + a.padding, a.kernel, a.stride, a.dilation);
-    let hi = min((i + a.padding) / a.stride, a.output - 1u);
-    return vec2<u32>(lo, hi);
-}
-
-// The first real (non-padding) coordinate of window o's span on axis a.
-fn anchor(a: Axis, o: u32) -> u32 {
-    return max(o * a.stride, a.padding) - a.padding;
-}
