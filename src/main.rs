@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     };
     // No panic is expected anywhere; if a bug (or a dependency) panics, still end with exit 1 and
     // the message as the last stderr line, never Rust's 101.
+    // The default hook would print the panic (and a backtrace) before the message below.
+    std::panic::set_hook(Box::new(|_| {}));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cli::run(args)));
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -30,6 +32,11 @@ fn main() -> ExitCode {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
+            // `println!` panics when stdout is a closed pipe (`wgpool info | head`): the reader
+            // has what it wanted, as with any Unix tool.
+            if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+                return ExitCode::SUCCESS;
+            }
             let failure = cli::Failure(format!("internal error (a bug in wgpool, please report it): {message}"));
             eprintln!("error: {}", failure.one_line());
             ExitCode::from(1)
