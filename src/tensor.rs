@@ -578,7 +578,7 @@ impl Context {
     ) -> Result<PooledTensors<T>> {
         self.check_forward_input(spec, input)?;
         let outputs = PooledTensors::allocate_async(self, spec).await?;
-        submit_scoped(self, |encoder| self.record_forward_tensor_into(encoder, spec, input, &outputs)).await?;
+        self.submit_scoped(|encoder| self.record_forward_tensor_into(encoder, spec, input, &outputs)).await?;
         Ok(outputs)
     }
 
@@ -678,7 +678,7 @@ impl Context {
     ) -> Result<BackwardTensors<T>> {
         self.check_backward_inputs(spec, grad_output, indices)?;
         let outputs = BackwardTensors::allocate_async(self, spec).await?;
-        submit_scoped(self, |encoder| self.record_backward_tensor_into(encoder, spec, grad_output, indices, &outputs))
+        self.submit_scoped(|encoder| self.record_backward_tensor_into(encoder, spec, grad_output, indices, &outputs))
             .await?;
         Ok(outputs)
     }
@@ -831,56 +831,14 @@ async fn create_buffer(
     Ok(buffer)
 }
 
-/// Records with `record` into a new encoder inside error scopes and submits it.
-async fn submit_scoped(
-    ctx: &Context,
-    record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
-) -> Result<wgpu::SubmissionIndex> {
-    let device = ctx.device();
-    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpool tensor") });
-    let submission = record(&mut encoder).map(|()| ctx.queue().submit([encoder.finish()]));
-    let errors = [internal.pop(), validation.pop(), oom.pop()];
-    for error in errors {
-        if let Some(e) = error.await {
-            return Err(scope_error(e));
-        }
-    }
-    let submission = submission?;
-    if let Some(e) = ctx.take_uncaptured() {
-        return Err(Error::Device(e));
-    }
-    Ok(submission)
-}
-
 /// Copies `size` bytes from `start` (both multiples of 4) into a staging buffer and maps it.
 async fn read_bytes(ctx: &Context, buffer: &wgpu::Buffer, start: u64, size: u64) -> Result<Vec<u8>> {
     let staging = create_buffer(ctx, "wgpool tensor readback", size, READBACK_USAGE, Scopes::Await).await?;
-    let submission = submit_scoped(ctx, |encoder| {
-        encoder.copy_buffer_to_buffer(buffer, start, &staging, 0, size);
-        Ok(())
-    })
-    .await?;
-    let slice = staging.slice(..);
-    let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
-    slice.map_async(wgpu::MapMode::Read, move |result| {
-        let _ = sender.send(result);
-    });
-    #[cfg(not(target_arch = "wasm32"))]
-    ctx.wait(Some(submission))?;
-    #[cfg(target_arch = "wasm32")]
-    let _ = submission;
-    match receiver.receive().await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            ctx.check_usable()?;
-            return Err(Error::BufferMap(e.to_string()));
-        }
-        None => return Err(Error::BufferMap("the map callback was dropped".into())),
-    }
-    let bytes = slice.get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?.to_vec();
-    staging.unmap();
-    Ok(bytes)
+    let ((), submission) = ctx
+        .submit_scoped(|encoder| {
+            encoder.copy_buffer_to_buffer(buffer, start, &staging, 0, size);
+            Ok(())
+        })
+        .await?;
+    ctx.read_back::<u8>(&staging, size as usize, submission).await
 }

@@ -105,7 +105,7 @@ impl Context {
     /// Every device operation of a host-level call happens in here, so that a wgpu error (out of
     /// memory, validation, an invalid buffer on a lost device) comes back as an [`Error`] and never
     /// reaches the device's uncaptured-error handler (which panics on a device the caller made).
-    async fn submit_scoped<R>(
+    pub(crate) async fn submit_scoped<R>(
         &self,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<R>,
     ) -> Result<(R, wgpu::SubmissionIndex)> {
@@ -154,7 +154,7 @@ impl Context {
     }
 
     /// Maps `staging` and copies its first `len` elements out.
-    async fn read_back<U: bytemuck::Pod>(
+    pub(crate) async fn read_back<U: bytemuck::Pod>(
         &self,
         staging: &wgpu::Buffer,
         len: usize,
