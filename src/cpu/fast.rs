@@ -24,13 +24,14 @@
 //! are `(ow, c)`-contiguous, and both share the row bookkeeping here.
 //!
 //! The kernels are plain, safe slice code that LLVM vectorises. On x86-64 each task body is also
-//! compiled for AVX2 and picked at run time when the CPU has it ([`multiversion!`]): the one
+//! compiled for AVX2 and for AVX-512 and picked at run time ([`multiversion!`], [`Isa`]): the one
 //! `unsafe` of the module is the call of those `#[target_feature]` builds, after
 //! `is_x86_feature_detected!`. It is there because it measurably matters against PyTorch, whose
-//! CPU kernels use AVX-512 where they can: on the development machine (2-core AMD EPYC, AVX-512)
-//! AVX2 took case C channels-last forward from 2.5 ms to 1.2 ms, E channels-last from 0.14 to
-//! 0.08 ms, G channels-last from 51 to 32 ms. (AVX-512 would need Rust 1.89, above the crate's
-//! minimum; a build for the machine, `-C target-cpu=native`, gets it.)
+//! CPU kernels use AVX2 or AVX-512 where they can: on the development machine (2-core AMD EPYC,
+//! AVX-512) AVX2 took case C channels-last forward from 2.5 ms to 1.2 ms, E channels-last from
+//! 0.14 to 0.08 ms, G channels-last from 51 to 32 ms; AVX-512 helps some channels-last cases
+//! and hurts some channels-first ones (see [`Isa::for_geometry`]). `WGPOOL_CPU_ISA=baseline`,
+//! `avx2` or `avx512` caps the choice, for comparisons.
 
 mod backward;
 mod forward;
@@ -48,7 +49,7 @@ pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
     let g = spec.validate()?;
     check_len("input", g.input_len(), input.len())?;
     let mut out = Pooled { values: zeroed(g.output_len()), indices: vec![0; g.output_len()] };
-    run_forward(&g, input, &mut out.values, &mut out.indices, Isa::detect());
+    run_forward(&g, input, &mut out.values, &mut out.indices, Isa::for_geometry(&g));
     Ok(out)
 }
 
@@ -58,7 +59,7 @@ pub fn forward_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T], 
     check_len("input", g.input_len(), input.len())?;
     check_len("values", g.output_len(), values.len())?;
     check_len("indices", g.output_len(), indices.len())?;
-    run_forward(&g, input, values, indices, Isa::detect());
+    run_forward(&g, input, values, indices, Isa::for_geometry(&g));
     Ok(())
 }
 
@@ -67,7 +68,7 @@ pub fn backward<T: Element>(spec: &PoolSpec, grad_output: &[T], indices: &[u32])
     let g = spec.validate()?;
     check_backward_lens(&g, grad_output.len(), indices.len())?;
     let mut grad_input = zeroed(g.input_len());
-    match run_backward(&g, grad_output, indices, &mut grad_input, Isa::detect()) {
+    match run_backward(&g, grad_output, indices, &mut grad_input, Isa::for_geometry(&g)) {
         0 => Ok(grad_input),
         count => Err(Error::InvalidIndices { count }),
     }
@@ -84,7 +85,7 @@ pub fn backward_into<T: Element>(
     let g = spec.validate()?;
     check_backward_lens(&g, grad_output.len(), indices.len())?;
     check_len("grad_input", g.input_len(), grad_input.len())?;
-    match run_backward(&g, grad_output, indices, grad_input, Isa::detect()) {
+    match run_backward(&g, grad_output, indices, grad_input, Isa::for_geometry(&g)) {
         0 => Ok(()),
         count => Err(Error::InvalidIndices { count }),
     }
@@ -138,58 +139,93 @@ fn zeroed<T: Element>(n: usize) -> Vec<T> {
 enum Isa {
     /// The build's target (SSE2 on a default x86-64 build).
     Baseline,
-    /// x86-64 with AVX2, FMA, BMI1/2, LZCNT and POPCNT (AVX-512 would need Rust 1.89, above the
-    /// crate's minimum).
+    /// x86-64 with AVX2, FMA, BMI1/2, LZCNT and POPCNT.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// The above plus AVX-512 F, BW, DQ and VL (512-bit vectors and mask registers).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Isa {
-    /// The best the running CPU has.
+    /// The best the running CPU has (`WGPOOL_CPU_ISA=baseline|avx2|avx512` caps it, for
+    /// comparisons).
     fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-            *ISA.get_or_init(|| {
-                let avx2 = std::is_x86_feature_detected!("avx2")
-                    && std::is_x86_feature_detected!("fma")
-                    && std::is_x86_feature_detected!("bmi1")
-                    && std::is_x86_feature_detected!("bmi2")
-                    && std::is_x86_feature_detected!("lzcnt")
-                    && std::is_x86_feature_detected!("popcnt");
-                if avx2 { Isa::Avx2 } else { Isa::Baseline }
-            })
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Baseline
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let cap = std::env::var("WGPOOL_CPU_ISA").ok();
+            let all = Isa::available();
+            let capped = all.iter().rposition(|isa| cap.as_deref() == Some(isa.name()));
+            all[capped.unwrap_or(all.len() - 1)]
+        })
     }
 
-    /// Every instruction set this CPU can run (for the tests).
-    #[cfg(test)]
+    /// The build for `g`: the best the CPU has, except that channels-first data gets the AVX2
+    /// build where the CPU has AVX-512, unless `WGPOOL_CPU_ISA=avx512` asks for it. Measured on
+    /// the development machine (2-core AMD EPYC Zen 5, 2 threads, 2026-11-27, alternating runs):
+    /// AVX-512 took channels-last case D forward from 0.44 to 0.23 ms and B backward from 12.6 to
+    /// 10.1 ms, but channels-first F3 forward from 0.75 to 1.0–1.3 ms (its 16-output rows:
+    /// one 512-bit vector, where LLVM's 512-bit loop wants two), and was within the noise on the
+    /// other channels-first cases.
+    fn for_geometry(g: &Geometry) -> Isa {
+        let isa = Isa::detect();
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512
+            && g.groups_and_lanes().1 == 1
+            && std::env::var("WGPOOL_CPU_ISA").ok().as_deref() != Some("avx512")
+        {
+            return Isa::Avx2;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = g;
+        isa
+    }
+
+    /// Every instruction set this CPU can run, from the least to the most capable.
     fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
         let mut all = vec![Isa::Baseline];
         #[cfg(target_arch = "x86_64")]
-        if Isa::detect() == Isa::Avx2 {
-            all.push(Isa::Avx2);
+        {
+            use std::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("lzcnt") && has!("popcnt") {
+                all.push(Isa::Avx2);
+                if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+                    all.push(Isa::Avx512);
+                }
+            }
         }
         all
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Isa::Baseline => "baseline",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+        }
+    }
+
     /// Outputs one iteration of the vectorised loops takes (f32: 4 lanes, unrolled twice, for
-    /// SSE2; 8 lanes, twice, for AVX2). Short channels-first rows are padded to a multiple of it,
-    /// so that no output goes through a loop's scalar remainder, whose selects LLVM turns into
-    /// branches (mispredicted half the time on random data): case E channels-first forward went
-    /// from 1.3 ms to 0.8 ms that way (SSE2).
+    /// SSE2; 8 lanes, twice, for AVX2; 16 for AVX-512, where 32 made 16-output rows take a padded
+    /// copy and case F3 backward 1.0 → 1.7 ms). Short channels-first rows are padded to a
+    /// multiple of it, so that no output goes through a loop's scalar remainder, whose selects
+    /// LLVM turns into branches (mispredicted half the time on random data): case E
+    /// channels-first forward went from 1.3 ms to 0.8 ms that way (SSE2).
     fn unit(self) -> usize {
         match self {
             Isa::Baseline => 8,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => 16,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => 16,
         }
     }
 }
 
-/// Declares the AVX2 build of a task function and `<name>::dispatch(isa, args...)`, which runs
+/// Declares the AVX2 and AVX-512 builds of a task function and `<name>::dispatch(isa, args...)`, which runs
 /// the build for `isa`. The function and everything it calls must be `#[inline(always)]`: a
 /// `#[target_feature]` function compiles what is inlined into it for its features, nothing else.
 macro_rules! multiversion {
@@ -205,6 +241,13 @@ macro_rules! multiversion {
                 super::$name::<$t>($($arg),*)
             }
 
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt,avx512f,avx512bw,avx512dq,avx512vl")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512<$t: Lane>($($arg: $ty),*) -> $ret {
+                super::$name::<$t>($($arg),*)
+            }
+
             #[inline]
             #[allow(clippy::too_many_arguments)]
             pub(super) fn dispatch<$t: Lane>(isa: Isa, $($arg: $ty),*) -> $ret {
@@ -213,6 +256,9 @@ macro_rules! multiversion {
                     // `avx2` is compiled for on the running CPU.
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => unsafe { avx2::<$t>($($arg),*) },
+                    // SAFETY: as above, for every feature `avx512` is compiled for.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { avx512::<$t>($($arg),*) },
                     Isa::Baseline => super::$name::<$t>($($arg),*),
                 }
             }
@@ -288,6 +334,13 @@ impl Plan {
             isa,
             unit: isa.unit(),
         }
+    }
+
+    /// Whether the windows tile the input exactly: no padding, and every window whole.
+    fn exact_tiling(&self) -> bool {
+        [&self.d, &self.h, &self.w]
+            .iter()
+            .all(|a| a.padding == 0 && a.dilation == 1 && a.kernel == a.stride && a.output * a.kernel == a.input)
     }
 
     /// Output rows `(group, od, oh)`.

@@ -17,6 +17,8 @@ pub(crate) trait Lane: Element {
     fn take(self, best: Self) -> bool;
     /// `if t { a } else { b }`, on the bits.
     fn pick(t: bool, a: Self, b: Self) -> Self;
+    /// [`gradient_term`](crate::cpu::gradient_term) without branches (so that it vectorises).
+    fn term(self) -> Self;
 }
 
 /// `if t { a } else { b }` for u32, on the bits.
@@ -34,6 +36,12 @@ impl Lane for f32 {
     #[inline(always)]
     fn pick(t: bool, a: Self, b: Self) -> Self {
         f32::from_bits(pick_u32(t, a.to_bits(), b.to_bits()))
+    }
+    #[inline(always)]
+    fn term(self) -> Self {
+        let (b, magnitude) = (self.to_bits(), self.to_bits() & 0x7fff_ffff);
+        let kept = pick_u32(magnitude == 0, 0, b); // −0 → +0
+        f32::from_bits(pick_u32(magnitude > 0x7f80_0000, b | 0x0040_0000, kept))
     }
 }
 
@@ -60,6 +68,12 @@ impl Lane for f16 {
         let m = (t as u16).wrapping_neg();
         f16::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
     }
+    #[inline(always)]
+    fn term(self) -> Self {
+        let magnitude = self.to_bits() & 0x7fff;
+        let kept = f16::pick(magnitude == 0, f16::ZERO, self);
+        f16::pick(magnitude > 0x7c00, f16::from_bits(0x7e00), kept)
+    }
 }
 
 #[cfg(test)]
@@ -80,6 +94,24 @@ mod tests {
                 let (vf, bf) = (v.to_f32(), b.to_f32());
                 assert_eq!(vf.take(bf), vf > bf || vf.is_nan(), "{vf:?} vs {bf:?}");
             }
+        }
+    }
+
+    /// The branch-free gradient term against the reference's, on special and ordinary values.
+    #[test]
+    fn term_matches_gradient_term() {
+        use crate::cpu::gradient_term;
+        let bits32 =
+            [0u32, 0x8000_0000, 1, 0x8000_0001, 0x3f80_0000, 0xbf80_0000, 0x7f7f_ffff, 0x7f80_0000, 0xff80_0000];
+        let nans32 = [0x7f80_0001u32, 0xff80_0001, 0x7fc0_0000, 0xffc0_1234, 0x7fff_ffff];
+        for b in bits32.into_iter().chain(nans32) {
+            let v = f32::from_bits(b);
+            assert_eq!(v.term().to_bits(), gradient_term(v).to_bits(), "{b:#x}");
+        }
+        let bits16 = [0u16, 0x8000, 1, 0x8001, 0x3c00, 0xbc00, 0x7bff, 0x7c00, 0xfc00, 0x7c01, 0xfc01, 0x7e00, 0xffff];
+        for b in bits16 {
+            let v = f16::from_bits(b);
+            assert_eq!(v.term().to_bits(), gradient_term(v).to_bits(), "{b:#x}");
         }
     }
 
