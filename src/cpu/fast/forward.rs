@@ -20,10 +20,86 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: &mut [T], indices: &mu
     let per_task = rows.div_ceil(task_count(bytes, rows));
     let tasks: Vec<_> =
         values.chunks_mut(per_task * row_len).zip(indices.chunks_mut(per_task * row_len)).enumerate().collect();
+    // Short rows only: measured on the development machine (2 threads, AVX2 build, 2026-11-27),
+    // case E (7 outputs a row) 0.77 → 0.19 ms, C (28) 1.2 → 0.75 ms; A (56) within the noise;
+    // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
+    let pairs =
+        p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
     run_tasks(tasks, |(t, (values, indices))| {
-        task::dispatch(p.isa, p, input, t * per_task, values, indices);
+        if pairs {
+            pairs_task::dispatch(p.isa, p, input, t * per_task, values, indices);
+        } else {
+            task::dispatch(p.isa, p, input, t * per_task, values, indices);
+        }
         0
     });
+}
+
+multiversion!(pairs_task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) -> ());
+
+/// Output rows `first..` of channels-first 2×2 windows of stride 2 that tile the input exactly:
+/// each row in chunks of [`PAIRS`] outputs, read from its two input rows in one pass. A row
+/// shorter than a chunk writes past its end, into the next rows' outputs, which are written
+/// later (in order); the last chunks of a row end at its end (overlapping the previous chunk,
+/// with the same results); where a chunk would reach past the input or the outputs, the windows
+/// go one by one.
+#[inline(always)]
+fn pairs_task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) {
+    let (w, ow_n, oh_n) = (p.w.input, p.w.output, p.h.output);
+    for r in 0..values.len() / ow_n {
+        let (group, oh) = ((first + r) / oh_n, (first + r) % oh_n);
+        let pos = (2 * oh * w) as u32;
+        let base = group * p.plane_in + 2 * oh * w;
+        let out = r * ow_n;
+        let mut s = 0;
+        while s < ow_n {
+            if s + PAIRS > ow_n && ow_n >= PAIRS {
+                s = ow_n - PAIRS;
+            }
+            if base + w + 2 * (s + PAIRS) <= x.len() && out + s + PAIRS <= values.len() {
+                let (r0, r1) = (&x[base + 2 * s..], &x[base + w + 2 * s..]);
+                let (v, i) = (&mut values[out + s..], &mut indices[out + s..]);
+                pairs_chunk::<T>(r0, r1, pos + 2 * s as u32, w as u32, v, i);
+            } else {
+                for o in s..(s + PAIRS).min(ow_n) {
+                    let q = pos + 2 * o as u32;
+                    let taps = [(base + 2 * o, q), (base + 2 * o + 1, q + 1)];
+                    let taps = [taps[0], taps[1], (taps[0].0 + w, q + w as u32), (taps[1].0 + w, q + 1 + w as u32)];
+                    let (mut best, mut arg) = (x[taps[0].0], q);
+                    for &(e, t) in &taps[1..] {
+                        if x[e].take(best) {
+                            (best, arg) = (x[e], t);
+                        }
+                    }
+                    (values[out + o], indices[out + o]) = (best, arg);
+                }
+            }
+            s += PAIRS;
+        }
+    }
+}
+
+/// Outputs one [`pairs_chunk`] computes.
+const PAIRS: usize = 16;
+
+/// [`PAIRS`] windows: taps `r0[2j]`, `r0[2j + 1]`, `r1[2j]`, `r1[2j + 1]` (plane positions
+/// `pos + 2j`, `+ 1`, `+ w`, `+ w + 1`), in the reference's scan order.
+#[inline(always)]
+fn pairs_chunk<T: Lane>(r0: &[T], r1: &[T], pos: u32, w: u32, v: &mut [T], i: &mut [u32]) {
+    let a: &[[T; 2]; PAIRS] = r0.as_chunks::<2>().0.first_chunk().expect("checked by the caller");
+    let b: &[[T; 2]; PAIRS] = r1.as_chunks::<2>().0.first_chunk().expect("checked by the caller");
+    let v: &mut [T; PAIRS] = v.first_chunk_mut().expect("checked by the caller");
+    let i: &mut [u32; PAIRS] = i.first_chunk_mut().expect("checked by the caller");
+    for j in 0..PAIRS {
+        let q = pos.wrapping_add(2 * j as u32);
+        let (mut best, mut arg) = (a[j][0], q);
+        for (x, t) in [(a[j][1], q.wrapping_add(1)), (b[j][0], q.wrapping_add(w)), (b[j][1], q.wrapping_add(w + 1))] {
+            let take = x.take(best);
+            best = T::pick(take, x, best);
+            arg = pick_u32(take, t, arg);
+        }
+        (v[j], i[j]) = (best, arg);
+    }
 }
 
 multiversion!(task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) -> ());
