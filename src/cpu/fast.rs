@@ -609,43 +609,50 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as usize % n
         };
-        for ow in [1, 2, 7, 8, 15, 16, 17, 28, 31, 32, 33] {
+        let mut specs = vec![];
+        for ow in [1, 2, 7, 8, 15, 16, 17, 28, 31, 32, 33, 64, 65] {
             for (oh, groups) in [(1, 3), (3, 6000 / ow + 1), (5, 2)] {
-                let spec = PoolSpec::new(InputShape::new(1, groups, [2 * oh, 2 * ow]), PoolParams::new([2, 2]));
-                let g = spec.validate().unwrap();
-                let input: Vec<f32> = (0..g.input_len())
-                    .map(|_| match next(12) {
-                        0 => f32::NAN,
-                        1 => f32::NEG_INFINITY,
-                        2 => -0.0,
-                        _ => next(4) as f32,
-                    })
-                    .collect();
-                let want = super::super::reference::forward(&spec, &input).unwrap();
-                for isa in Isa::available() {
-                    let (mut values, mut indices) = (vec![7.0f32; g.output_len()], vec![7; g.output_len()]);
-                    run_forward(&g, &input, &mut values, &mut indices, isa);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
-                    assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
-                    let grad: Vec<f32> = input[..g.output_len()].to_vec();
-                    let mut spoiled = want.indices.clone();
-                    for _ in 0..next(3) {
-                        let t = next(spoiled.len());
-                        spoiled[t] = [crate::NO_INDEX, spoiled[t] ^ 1, spoiled[t] + 2][next(3)];
-                    }
-                    for idx in [&want.indices, &spoiled] {
-                        let reference = super::super::reference::backward(&spec, &grad, idx);
-                        let mut gi = vec![f32::NAN; g.input_len()];
-                        let invalid = run_backward(&g, &grad, idx, &mut gi, isa);
-                        match reference {
-                            Ok(want_gi) => {
-                                assert_eq!(invalid, 0, "{isa:?} {spec:?}");
-                                assert_eq!(bits(&gi), bits(&want_gi), "{isa:?} {spec:?}");
-                            }
-                            Err(Error::InvalidIndices { count }) => assert_eq!(invalid, count, "{isa:?} {spec:?}"),
-                            Err(e) => panic!("{e}"),
+                specs.push(PoolSpec::new(InputShape::new(1, groups, [2 * oh, 2 * ow]), PoolParams::new([2, 2])));
+            }
+            for (od, oh, groups) in [(2, 2, 1500 / ow + 1), (1, 3, 2)] {
+                let shape = InputShape::new(1, groups, [2 * od, 2 * oh, 2 * ow]);
+                specs.push(PoolSpec::new(shape, PoolParams::new([2, 2, 2])));
+            }
+        }
+        for spec in specs {
+            let g = spec.validate().unwrap();
+            let input: Vec<f32> = (0..g.input_len())
+                .map(|_| match next(12) {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    2 => -0.0,
+                    _ => next(4) as f32,
+                })
+                .collect();
+            let want = super::super::reference::forward(&spec, &input).unwrap();
+            for isa in Isa::available() {
+                let (mut values, mut indices) = (vec![7.0f32; g.output_len()], vec![7; g.output_len()]);
+                run_forward(&g, &input, &mut values, &mut indices, isa);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
+                assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
+                let grad: Vec<f32> = input[..g.output_len()].to_vec();
+                let mut spoiled = want.indices.clone();
+                for _ in 0..next(3) {
+                    let t = next(spoiled.len());
+                    spoiled[t] = [crate::NO_INDEX, spoiled[t] ^ 1, spoiled[t] + 2][next(3)];
+                }
+                for idx in [&want.indices, &spoiled] {
+                    let reference = super::super::reference::backward(&spec, &grad, idx);
+                    let mut gi = vec![f32::NAN; g.input_len()];
+                    let invalid = run_backward(&g, &grad, idx, &mut gi, isa);
+                    match reference {
+                        Ok(want_gi) => {
+                            assert_eq!(invalid, 0, "{isa:?} {spec:?}");
+                            assert_eq!(bits(&gi), bits(&want_gi), "{isa:?} {spec:?}");
                         }
+                        Err(Error::InvalidIndices { count }) => assert_eq!(invalid, count, "{isa:?} {spec:?}"),
+                        Err(e) => panic!("{e}"),
                     }
                 }
             }

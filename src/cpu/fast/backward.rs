@@ -3,8 +3,8 @@
 //! - [`tiled`]: windows tile the input. Each output writes its window (`gradient_term(g)` at its
 //!   index, +0.0 at the other taps: the reference's gather gives exactly this, as one window
 //!   reaches each element) and counts its index as invalid when it names none of its taps.
-//!   Channels-first rows of fewer than 16 outputs over windows that tile exactly take
-//!   [`tiled_scatter_task`] instead: zeros, then one write per output.
+//!   Short channels-first rows of 2-tap windows that tile exactly go by chunks of outputs
+//!   instead ([`tiled_pairs_task`]).
 //! - Otherwise [`validate`] counts the invalid indices (an index is valid when it names one of its
 //!   window's real taps, or is −1 for a window of padding only: the reference's `index_valid`),
 //!   and, when there are none, [`scatter`] adds every gradient to the element its index names, in
@@ -89,31 +89,42 @@ fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
     };
     let ranges: Vec<_> = even_ranges(out_units, task_count(bytes(go, gi), out_units)).collect();
     let pieces = split_lengths(gi, ranges.iter().map(|r| (in_start(r.end) - in_start(r.start)) * u.in_len));
-    // Rows of fewer than 16 outputs: measured on the development machine (2 threads, AVX2 build,
-    // 2026-11-27), case E channels-first (7 outputs a row) 1.38 → 0.62 ms; F3 (16) 1.0 ms either
-    // way; C (28) 2.08 → 2.2 ms, A (56) 5.9 → 9.2 ms, D and G 2.5–4× slower (longer rows write
-    // every element once with vector selects, where this writes twice, zeros and then a point).
-    let scatter_rows = p.lanes == 1 && p.exact_tiling() && p.w.output < 16;
+    // Rows of up to 64 outputs: measured on the development machine (2 threads, AVX2 build,
+    // 2026-11-27, alternating runs), case C channels-first (28 outputs a row) 2.0 → 1.0 ms, E (7)
+    // 1.4 → 0.46 ms, F3 (16, 3-D) 1.04 → 0.7 ms, A (56) 5.9 → 5.3 ms; but D (512) 0.22 → 0.5 ms
+    // and G (112) 57 → 115 ms, whose long rows stream better one input row at a time.
+    let pair_rows = p.lanes == 1
+        && p.exact_tiling()
+        && p.w.kernel == 2
+        && p.w.output <= 64
+        && (p.d.kernel == 1 || p.w.output >= PAIRS);
     run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
         let e0 = in_start(range.start) * u.in_len;
         let (first, end) = (range.start * u.out_rows, range.end * u.out_rows);
-        if scatter_rows {
-            tiled_scatter_task::dispatch(p.isa, p, first, end, go, idx, gi, e0)
+        if pair_rows {
+            tiled_pairs_task::dispatch(p.isa, p, first, end, go, idx, gi, e0)
         } else {
             tiled_task::dispatch(p.isa, p, first, end, go, idx, gi, e0)
         }
     })
 }
 
-multiversion!(tiled_scatter_task<T>(p: &Plan, first: usize, end: usize, go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64);
+multiversion!(tiled_pairs_task<T>(p: &Plan, first: usize, end: usize, go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64);
 
-/// Output rows `first..end` of a channels-first, exactly tiled geometry (no padding, every window
-/// whole; `gi` starts at element `e0` of `grad_input`): `gi` zeroed just ahead of the writes,
-/// then each gradient term written at its index when that is one of its window's taps. One
-/// write per output and no per-row set-up, for short rows, where [`tiled_task`]'s per-row work
-/// dominates.
+/// Outputs one chunk of [`tiled_pairs_task`] takes.
+const PAIRS: usize = 16;
+
+/// Output rows `first..end` of a channels-first geometry whose windows tile the input exactly,
+/// with 2-tap W windows (`gi` starts at element `e0` of `grad_input`): each row in chunks of
+/// [`PAIRS`] outputs, every input row of the chunk's windows written in one pass (the gradient
+/// term at the tap the index names, +0.0 at the others). As in the forward's `pairs_task`, the
+/// last chunk of a row ends at its end, overlapping the previous one (the same values again,
+/// counted once), and in 2-D a row shorter than a chunk writes past its input rows into later
+/// ones, which later rows (or the chunk's own later input rows) overwrite. (Not in 3-D, where
+/// the rows past a window's first D slice belong to earlier outputs.) Where a chunk would reach
+/// past `gi` or the outputs, the windows go one by one.
 #[inline(always)]
-fn tiled_scatter_task<T: Lane>(
+fn tiled_pairs_task<T: Lane>(
     p: &Plan,
     first: usize,
     end: usize,
@@ -123,29 +134,63 @@ fn tiled_scatter_task<T: Lane>(
     e0: usize,
 ) -> u64 {
     let (d, h, w) = (&p.d, &p.h, &p.w);
-    // The first tap of each input row of a window, from the window's first tap, in plane positions.
+    // The first tap of each input row of a window, from the window's first tap, in plane positions
+    // (increasing).
     let rows: Vec<u32> =
         (0..d.kernel).flat_map(|kd| (0..h.kernel).map(move |kh| ((kd * h.input + kh) * w.input) as u32)).collect();
-    let k = w.kernel as u32;
-    let mut gi = Zeroed { gi, done: 0 };
+    let last_row = *rows.last().expect("a window has a tap") as usize;
+    let ow_n = w.output;
     let mut invalid = 0;
-    let (ow_n, row_len) = (w.output, p.out_row_len());
     for r in first..end {
         let (oh, od, group) = (r % h.output, r / h.output % d.output, r / h.output / d.output);
         // The element of plane position 0, from the start of `gi` (possibly before it).
         let plane = (group * p.plane_in).wrapping_sub(e0);
         let start = ((od * d.kernel * h.input + oh * h.kernel) * w.input) as u32;
-        let (go, idx) = (&go[r * row_len..][..ow_n], &idx[r * row_len..][..ow_n]);
-        for (o, (&g, &i)) in go.iter().zip(idx).enumerate() {
-            let q = i.wrapping_sub(start + o as u32 * k);
-            let valid = rows.iter().fold(false, |v, &row| v | (q.wrapping_sub(row) < k));
-            match valid.then(|| gi.get_mut(plane.wrapping_add(i as usize))).flatten() {
-                Some(x) => *x = g.term(),
-                None => invalid += 1,
+        let out = r * ow_n;
+        // Outputs `..done` of the row are counted.
+        let (mut s, mut done) = (0usize, 0usize);
+        while s < ow_n {
+            if s + PAIRS > ow_n && ow_n >= PAIRS {
+                s = ow_n - PAIRS;
             }
+            let e_first = plane.wrapping_add(start as usize + 2 * s);
+            if out + s + PAIRS <= idx.len() && e_first + last_row + 2 * PAIRS <= gi.len() {
+                let i: &[u32; PAIRS] = idx[out + s..].first_chunk().expect("checked above");
+                let g: &[T; PAIRS] = go[out + s..].first_chunk().expect("checked above");
+                let gz = g.map(Lane::term);
+                let mut hit = [false; PAIRS];
+                for &row in &rows {
+                    let q0 = start + row + 2 * s as u32;
+                    let dst = &mut gi[e_first + row as usize..];
+                    let dst: &mut [[T; 2]; PAIRS] =
+                        dst.as_chunks_mut::<2>().0.first_chunk_mut().expect("checked above");
+                    for (j, (tap, h)) in dst.iter_mut().zip(hit.iter_mut()).enumerate() {
+                        let q = q0 + 2 * j as u32;
+                        let (m0, m1) = (i[j] == q, i[j] == q + 1);
+                        *tap = [T::pick(m0, gz[j], T::ZERO), T::pick(m1, gz[j], T::ZERO)];
+                        *h |= m0 | m1;
+                    }
+                }
+                invalid += hit[done.saturating_sub(s)..PAIRS.min(ow_n - s)].iter().filter(|&&h| !h).count() as u64;
+            } else {
+                for o in s.max(done)..(s + PAIRS).min(ow_n) {
+                    let (i, gz) = (idx[out + o], go[out + o].term());
+                    let mut hit = false;
+                    for &row in &rows {
+                        for k in 0..2 {
+                            let q = start + row + (2 * o + k) as u32;
+                            let m = i == q;
+                            gi[plane.wrapping_add(q as usize)] = T::pick(m, gz, T::ZERO);
+                            hit |= m;
+                        }
+                    }
+                    invalid += !hit as u64;
+                }
+            }
+            done = (s + PAIRS).min(ow_n);
+            s += PAIRS;
         }
     }
-    gi.finish();
     invalid
 }
 
