@@ -617,6 +617,9 @@ mod tests {
             for (od, oh, groups) in [(2, 2, 1500 / ow + 1), (1, 3, 2)] {
                 let shape = InputShape::new(1, groups, [2 * od, 2 * oh, 2 * ow]);
                 specs.push(PoolSpec::new(shape, PoolParams::new([2, 2, 2])));
+                // 1-tap D windows: the 2-D kernels, one (group, d) slice at a time.
+                let shape = InputShape::new(1, groups, [3 * od, 2 * oh, 2 * ow]);
+                specs.push(PoolSpec::new(shape, PoolParams::new([1, 2, 2])));
             }
         }
         for spec in specs {

@@ -46,10 +46,13 @@ multiversion!(pairs_task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], i
 #[inline(always)]
 fn pairs_task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) {
     let (w, ow_n, oh_n) = (p.w.input, p.w.output, p.h.output);
+    // The D axis has 1-tap windows of stride 1: each (group, od) is a plane of its own, at `hw`
+    // elements from the previous one.
+    let hw = p.h.input * w;
     for r in 0..values.len() / ow_n {
-        let (group, oh) = ((first + r) / oh_n, (first + r) % oh_n);
-        let pos = (2 * oh * w) as u32;
-        let base = group * p.plane_in + 2 * oh * w;
+        let (slice, oh) = ((first + r) / oh_n, (first + r) % oh_n);
+        let base = slice * hw + 2 * oh * w;
+        let pos = ((slice % p.d.input) * hw + 2 * oh * w) as u32;
         let out = r * ow_n;
         let mut s = 0;
         while s < ow_n {
