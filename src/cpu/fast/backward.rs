@@ -468,6 +468,15 @@ fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: 
     let idx = &idx[p.w_lo..p.w_hi];
     let start = p.w_lo * w.stride - w.padding;
     for &(_, pos) in rows {
+        if w.dilation == 1 {
+            // The taps of a row are `w.kernel` consecutive positions: one range test.
+            let mut q = pos + start as u32;
+            for (h, &i) in s.hit.iter_mut().zip(idx) {
+                *h |= (i.wrapping_sub(q) < w.kernel as u32) as u8;
+                q = q.wrapping_add(w.stride as u32);
+            }
+            continue;
+        }
         for k in 0..w.kernel {
             let mut q = pos + (start + k * w.dilation) as u32;
             for (h, &i) in s.hit.iter_mut().zip(idx) {
