@@ -36,6 +36,7 @@
 mod backward;
 mod forward;
 mod lane;
+mod stream;
 
 use half::f16;
 
@@ -99,9 +100,18 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices:
     if g.output_len() == 0 {
         return;
     }
+    let mut p = Plan::new(g, isa);
+    // Measured on the development machine (2 threads, 2026-11-27, alternating runs): streaming
+    // took case A channels-first forward from 3.75 to 3.13 ms and G from 37.5 to 33.5 ms, but
+    // made F1 (one input row per output row) 1.16 → 1.37 ms, B (overlapping) 6.0 → 6.8 ms,
+    // and channels-last G 38 → 50 ms, A 4.1 → 4.5 ms: only exactly tiled channels-first windows
+    // of several input rows stream.
+    let rows_per_window = g.axes[0].kernel * g.axes[1].kernel;
+    p.stream =
+        p.lanes == 1 && p.exact_tiling() && rows_per_window > 1 && streams(size_of_val(values) + size_of_val(indices));
     match T::DTYPE {
-        DType::F32 => forward::run::<f32>(&Plan::new(g, isa), cast_slice(input), cast_slice_mut(values), indices),
-        DType::F16 => forward::run::<f16>(&Plan::new(g, isa), cast_slice(input), cast_slice_mut(values), indices),
+        DType::F32 => forward::run::<f32>(&p, cast_slice(input), cast_slice_mut(values), indices),
+        DType::F16 => forward::run::<f16>(&p, cast_slice(input), cast_slice_mut(values), indices),
     }
 }
 
@@ -111,11 +121,23 @@ fn run_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], gr
     if g.input_len() == 0 {
         return 0;
     }
+    // (Streaming the tiled backward's rows, as the forward does, made case G channels-first
+    // backward 52 → 95 ms on the development machine, 2026-11-27; it does not stream.)
     let p = Plan::new(g, isa);
     match T::DTYPE {
         DType::F32 => backward::run::<f32>(g, &p, cast_slice(grad_output), indices, cast_slice_mut(grad_input)),
         DType::F16 => backward::run::<f16>(g, &p, cast_slice(grad_output), indices, cast_slice_mut(grad_input)),
     }
+}
+
+/// Whether outputs of `bytes` go out with non-temporal stores ([`stream::THRESHOLD`]; the unit
+/// tests lower it).
+fn streams(bytes: usize) -> bool {
+    #[cfg(test)]
+    if let Some(threshold) = tests::STREAM_THRESHOLD.get() {
+        return bytes >= threshold;
+    }
+    bytes >= stream::THRESHOLD
 }
 
 /// A vector of +0.0 from `calloc`: large ones are fresh pages that nothing touches before the
@@ -306,6 +328,9 @@ struct Plan {
     /// The instruction set of the kernels, and its [`Isa::unit`].
     isa: Isa,
     unit: usize,
+    /// Whether the kernels that can write their outputs with non-temporal stores do
+    /// ([`stream`]); set by the passes from their output size.
+    stream: bool,
 }
 
 impl Plan {
@@ -333,6 +358,7 @@ impl Plan {
             h_taps: table(&h),
             isa,
             unit: isa.unit(),
+            stream: false,
         }
     }
 
@@ -484,6 +510,11 @@ fn even_ranges(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Replaces [`stream::THRESHOLD`] on this thread.
+        pub(super) static STREAM_THRESHOLD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    }
     use crate::params::InputShape;
     use crate::params::PoolParams;
 
@@ -598,10 +629,10 @@ mod tests {
         }
     }
 
-    /// The short-row kernels (`pairs_task` forward, `tiled_scatter_task` backward) on exactly
-    /// tiled channels-first shapes around their chunk width and thresholds, over several tasks
-    /// (the chunks that run past a row, and the one-by-one windows at the end of a task), with
-    /// ties, NaNs and infinities, and spoiled indices.
+    /// The short-row kernels (`pairs_task` forward, `tiled_pairs_task` backward) and the
+    /// streaming forward rows on exactly tiled shapes around their chunk widths and thresholds,
+    /// over several tasks (the chunks that run past a row, and the one-by-one windows at the end of
+    /// a task), with ties, NaNs and infinities, and spoiled indices.
     #[test]
     fn short_rows_match_the_reference() {
         let mut seed = 0x0dd_ba11u64;
@@ -622,7 +653,10 @@ mod tests {
                 specs.push(PoolSpec::new(shape, PoolParams::new([1, 2, 2])));
             }
         }
-        for spec in specs {
+        // Every spec twice: the second time, the forward streams its rows whatever their size.
+        let specs = specs.iter().map(|s| (s, None)).chain(specs.iter().map(|s| (s, Some(0))));
+        for (spec, stream_threshold) in specs {
+            STREAM_THRESHOLD.set(stream_threshold);
             let g = spec.validate().unwrap();
             let input: Vec<f32> = (0..g.input_len())
                 .map(|_| match next(12) {

@@ -6,7 +6,7 @@
 //! at the index written (the reference writes `input[arg]`: the same bits).
 
 use super::lane::{Lane, pick_u32};
-use super::{Isa, Plan, RowCursor, multiversion, run_tasks, taps, task_count};
+use super::{Isa, Plan, RowCursor, multiversion, run_tasks, stream, taps, task_count};
 use crate::NO_INDEX;
 use crate::params::Axis;
 
@@ -112,19 +112,36 @@ multiversion!(task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices
 fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) {
     let row_len = p.out_row_len();
     let mut s = Scratch::default();
+    // Streaming: each row is computed here (in L1), then written out past the caches.
+    let (mut row_v, mut row_i) = if p.stream { (vec![T::ZERO; row_len], vec![0; row_len]) } else { (vec![], vec![]) };
     let mut cursor = RowCursor::new(p, first..first + values.len() / row_len);
     while let Some(r) = cursor.advance() {
         let rows = &cursor.rows[..];
         let (v, i) =
             (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
-        if rows.is_empty() {
-            v.fill(T::NEG_INFINITY);
-            i.fill(NO_INDEX);
-        } else if p.lanes == 1 {
-            row_channels_first(p, x, rows, v, i, &mut s);
+        if p.stream {
+            row(p, x, rows, &mut row_v, &mut row_i, &mut s);
+            stream::copy(v, &row_v);
+            stream::copy(i, &row_i);
         } else {
-            row_channels_last(p, x, rows, v, i, &mut s.taps);
+            row(p, x, rows, v, i, &mut s);
         }
+    }
+    if p.stream {
+        stream::fence();
+    }
+}
+
+/// One output row, whose input rows are `rows`.
+#[inline(always)]
+fn row<T: Lane>(p: &Plan, x: &[T], rows: &[(usize, u32)], v: &mut [T], i: &mut [u32], s: &mut Scratch<T>) {
+    if rows.is_empty() {
+        v.fill(T::NEG_INFINITY);
+        i.fill(NO_INDEX);
+    } else if p.lanes == 1 {
+        row_channels_first(p, x, rows, v, i, s);
+    } else {
+        row_channels_last(p, x, rows, v, i, &mut s.taps);
     }
 }
 

@@ -1,0 +1,74 @@
+//! Non-temporal stores for outputs much larger than the caches.
+//!
+//! A regular store first reads its cache line in (a read for ownership), so an output that goes
+//! straight to memory costs its size twice in bandwidth. Kernels whose outputs are large
+//! ([`Plan::stream`](super::Plan)) compute each output row in a small buffer, which stays in L1,
+//! and copy it out with [`copy`], which writes its aligned 16-byte blocks with SSE2's `movntdq`
+//! on x86-64 (every x86-64 CPU has it) and a plain copy elsewhere. Measured on the development
+//! machine (2-core AMD EPYC Zen 5, 2 threads, 2026-11-27): a kernel reading 822 MB and writing
+//! 411 MB took 27.5 ms with regular stores and 22 ms with these.
+
+/// Outputs of at least this many bytes are streamed: above the development machine's L3 (32 MiB),
+/// where a regular store's line would be evicted before it is read again anyway.
+pub(super) const THRESHOLD: usize = 32 << 20;
+
+/// `dst.copy_from_slice(src)`, bypassing the caches where it can (see the module). Call
+/// [`fence`] before the task ends.
+#[inline]
+pub(super) fn copy<T: bytemuck::Pod>(dst: &mut [T], src: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let (dst, src): (&mut [u8], &[u8]) = (bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
+        assert_eq!(dst.len(), src.len(), "stream::copy of unequal lengths");
+        let head = dst.as_ptr().align_offset(16).min(dst.len());
+        let ((dst_head, dst), (src_head, src)) = (dst.split_at_mut(head), src.split_at(head));
+        dst_head.copy_from_slice(src_head);
+        let ((blocks, dst_tail), (sources, src_tail)) = (dst.as_chunks_mut::<16>(), src.as_chunks::<16>());
+        for (block, source) in blocks.iter_mut().zip(sources) {
+            // SAFETY: `block` is 16 writable bytes at a 16-byte-aligned address (`head` aligned
+            // the first one, and they are consecutive), `source` 16 readable bytes; SSE2 is part
+            // of x86-64.
+            unsafe { _mm_stream_si128(block.as_mut_ptr().cast::<__m128i>(), _mm_loadu_si128(source.as_ptr().cast())) }
+        }
+        dst_tail.copy_from_slice(src_tail);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders the task's streaming stores before whatever follows (the end of the task, which
+/// another thread may observe).
+#[inline]
+pub(super) fn fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64. (`sfence` has no other requirement.)
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_every_alignment_and_length() {
+        let src: Vec<u32> = (0..200).map(|i| i * 2654435761u32).collect();
+        for start in 0..8 {
+            for len in [0, 1, 3, 4, 5, 8, 17, 64, 100, 150] {
+                let mut dst = vec![0u32; 210];
+                copy(&mut dst[start..start + len], &src[..len]);
+                fence();
+                assert_eq!(&dst[start..start + len], &src[..len], "start {start} len {len}");
+                assert!(dst[..start].iter().chain(&dst[start + len..]).all(|&x| x == 0));
+            }
+        }
+        let halves: Vec<half::f16> = (0..77).map(|i| half::f16::from_bits(i * 811)).collect();
+        let mut dst = vec![half::f16::ZERO; 80];
+        copy(&mut dst[3..], &halves);
+        let bits = |v: &[half::f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dst[3..]), bits(&halves));
+    }
+}
