@@ -666,7 +666,7 @@ mod tests {
                     _ => next(4) as f32,
                 })
                 .collect();
-            let want = super::super::reference::forward(&spec, &input).unwrap();
+            let want = super::super::reference::forward(spec, &input).unwrap();
             for isa in Isa::available() {
                 let (mut values, mut indices) = (vec![7.0f32; g.output_len()], vec![7; g.output_len()]);
                 run_forward(&g, &input, &mut values, &mut indices, isa);
@@ -680,7 +680,7 @@ mod tests {
                     spoiled[t] = [crate::NO_INDEX, spoiled[t] ^ 1, spoiled[t] + 2][next(3)];
                 }
                 for idx in [&want.indices, &spoiled] {
-                    let reference = super::super::reference::backward(&spec, &grad, idx);
+                    let reference = super::super::reference::backward(spec, &grad, idx);
                     let mut gi = vec![f32::NAN; g.input_len()];
                     let invalid = run_backward(&g, &grad, idx, &mut gi, isa);
                     match reference {

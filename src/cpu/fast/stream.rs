@@ -66,7 +66,7 @@ mod tests {
             }
         }
         let halves: Vec<half::f16> = (0..77).map(|i| half::f16::from_bits(i * 811)).collect();
-        let mut dst = vec![half::f16::ZERO; 80];
+        let mut dst = [half::f16::ZERO; 80];
         copy(&mut dst[3..], &halves);
         let bits = |v: &[half::f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&dst[3..]), bits(&halves));
