@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn copies_every_alignment_and_length() {
-        let src: Vec<u32> = (0..200).map(|i| i * 2654435761u32).collect();
+        let src: Vec<u32> = (0..200u32).map(|i| i.wrapping_mul(2654435761)).collect();
         for start in 0..8 {
             for len in [0, 1, 3, 4, 5, 8, 17, 64, 100, 150] {
                 let mut dst = vec![0u32; 210];
