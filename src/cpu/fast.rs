@@ -726,6 +726,40 @@ mod tests {
         }
     }
 
+    /// Channels-last rows of many channels (`windows_cl`), on both sides of its thresholds.
+    #[test]
+    fn many_channels_match_the_reference() {
+        use crate::params::Layout;
+        let mut seed = 0xc4a_77e1u64;
+        let mut next = move |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let k2 = PoolParams::new([2, 2]);
+        let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+        for (channels, width, params) in
+            [(128, 32, k2.clone()), (136, 33, k3.clone()), (128, 31, k3), (124, 32, k2.clone()), (128, 30, k2)]
+        {
+            let spec = PoolSpec::new(InputShape::new(2, channels, [5, width]), params).layout(Layout::ChannelsLast);
+            let g = spec.validate().unwrap();
+            let input: Vec<f32> = (0..g.input_len())
+                .map(|_| match next(12) {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    _ => next(4) as f32 - 1.0,
+                })
+                .collect();
+            let want = super::super::reference::forward(&spec, &input).unwrap();
+            for isa in Isa::available() {
+                let (mut values, mut indices) = (vec![7.0f32; g.output_len()], vec![7; g.output_len()]);
+                run_forward(&g, &input, &mut values, &mut indices, isa);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
+                assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
+            }
+        }
+    }
+
     #[test]
     fn even_ranges_cover() {
         for n in 0..20 {
