@@ -6,12 +6,16 @@
 //!   first real tap, then `v > best || isnan(v)` for every later tap, in row-major order) but run
 //!   it for a whole row at once, one pass per input row: across `ow` in channels-first (fixed
 //!   kernels for `k2 s2` and `k3 s2`, strided passes otherwise), across `(ow, c)` for a few
-//!   channels, across the contiguous channels otherwise. Windows cut by padding at either end of
-//!   a row go through a scalar scan. Selects are done on the bits (see `lane.rs`).
+//!   channels, across the contiguous channels otherwise (window by window for many channels on
+//!   long rows). Windows cut by padding at either end of a row go through a scalar scan. Selects
+//!   are done on the bits (see `lane.rs`). Short exactly tiled `k2 s2` rows go by two-row
+//!   chunks of 16 outputs instead (`forward::pairs_task`), and exactly tiled channels-first rows
+//!   of large outputs are written with non-temporal stores ([`stream`]).
 //! - Backward, windows that tile the input (`k == s`, no dilation): every output writes its whole
 //!   window (`gradient_term(g)` at its index, +0.0 elsewhere: what the reference's gather gives
 //!   when one window reaches each element) and checks its index on the way; no zero fill, no
-//!   second pass. Short rows and few channels write zeros, then one element per output.
+//!   second pass. Few channels write zeros, then one element per output; short channels-first
+//!   rows of 2-tap windows go by chunks of 16 outputs (`backward::tiled_pairs_task`).
 //! - Backward, any other geometry: a vectorised pass validates every index against its window's
 //!   taps (the reference's count), then a scatter adds every gradient to its input element in
 //!   increasing output order, as the reference's gather sums them (with its NaN rules). The
