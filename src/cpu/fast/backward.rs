@@ -664,7 +664,7 @@ fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
         let v_hi = last / a.input * a.output + window_range(&a, last % a.input).1 + 1;
         // Channels-last, 8 or 16 channels at a time: case B channels-last backward 10.3 → 8.0–8.7 ms
         // on the development machine (2 threads, alternating runs, 2026-11-27).
-        if c % 8 == 0 {
+        if c.is_multiple_of(8) {
             let rows = (v_lo * u.out_rows, (v_hi * u.out_rows).max(v_lo * u.out_rows));
             scatter_lanes_task::dispatch(p.isa, p, rows.0, rows.1, go, idx, gi, e0);
             return 0;
