@@ -730,7 +730,8 @@ mod tests {
         }
     }
 
-    /// Channels-last rows of many channels (`windows_cl`), on both sides of its thresholds.
+    /// Channels-last rows of many channels (`windows_cl` forward, tap-by-tap tiled backward,
+    /// the scatter across channels), on both sides of their thresholds.
     #[test]
     fn many_channels_match_the_reference() {
         use crate::params::Layout;
@@ -760,6 +761,12 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
                 assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
+                // Backward: tiled rows tap by tap over all channels, or the scatter across them.
+                let grad: Vec<f32> = (0..g.output_len()).map(|_| [1.0, -0.0, f32::INFINITY, 2.5][next(4)]).collect();
+                let want_gi = super::super::reference::backward(&spec, &grad, &want.indices).unwrap();
+                let mut gi = vec![f32::NAN; g.input_len()];
+                assert_eq!(run_backward(&g, &grad, &want.indices, &mut gi, isa), 0, "{isa:?} {spec:?}");
+                assert_eq!(bits(&gi), bits(&want_gi), "{isa:?} {spec:?}");
             }
         }
     }
