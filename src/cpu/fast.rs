@@ -545,6 +545,14 @@ fn even_ranges(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<u
 mod tests {
     use super::*;
 
+    /// A seeded generator of numbers in `0..n` (an LCG), for the random test data.
+    fn numbers(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        }
+    }
+
     thread_local! {
         /// Replaces [`stream::THRESHOLD`] on this thread.
         pub(super) static STREAM_THRESHOLD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
@@ -621,11 +629,7 @@ mod tests {
     #[test]
     fn every_isa_matches_the_reference() {
         use crate::params::Layout;
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        let mut next = move |n: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        let mut next = numbers(0x1234_5678_9abc_def0u64);
         for case in 0..300 {
             let rank = 1 + next(3);
             let k: Vec<usize> = (0..rank).map(|_| 1 + next(3)).collect();
@@ -669,11 +673,7 @@ mod tests {
     /// a task), with ties, NaNs and infinities, and spoiled indices.
     #[test]
     fn short_rows_match_the_reference() {
-        let mut seed = 0x0dd_ba11u64;
-        let mut next = move |n: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        let mut next = numbers(0x0dd_ba11u64);
         let mut specs = vec![];
         for ow in [1, 2, 7, 8, 15, 16, 17, 28, 31, 32, 33, 64, 65] {
             for (oh, groups) in [(1, 3), (3, 6000 / ow + 1), (5, 2)] {
@@ -735,11 +735,7 @@ mod tests {
     #[test]
     fn many_channels_match_the_reference() {
         use crate::params::Layout;
-        let mut seed = 0xc4a_77e1u64;
-        let mut next = move |n: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        let mut next = numbers(0xc4a_77e1u64);
         let k2 = PoolParams::new([2, 2]);
         let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
         for (channels, width, params) in
