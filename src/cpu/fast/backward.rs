@@ -11,6 +11,7 @@
 //!   increasing output order, which is the order of the reference's sums (channels-last with a
 //!   multiple of 8 channels: vectorised across the channels, [`scatter_lanes_task`]).
 
+use super::forward::PAIRS;
 use super::lane::Lane;
 use super::{
     Isa, Plan, RowCursor, even_ranges, multiversion, run_tasks, split_lengths, taps, task_count, window_range,
@@ -111,9 +112,6 @@ fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
 }
 
 multiversion!(tiled_pairs_task<T>(p: &Plan, first: usize, end: usize, go: &[T], idx: &[u32], gi: &mut [T], e0: usize) -> u64);
-
-/// Outputs one chunk of [`tiled_pairs_task`] takes.
-const PAIRS: usize = 16;
 
 /// Output rows `first..end` of a channels-first geometry whose windows tile the input exactly,
 /// with 2-tap W windows (`gi` starts at element `e0` of `grad_input`): each row in chunks of

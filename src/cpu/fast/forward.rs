@@ -65,11 +65,9 @@ fn pairs_task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indice
                 pairs_chunk::<T>(r0, r1, pos + 2 * s as u32, w as u32, v, i);
             } else {
                 for o in s..(s + PAIRS).min(ow_n) {
-                    let q = pos + 2 * o as u32;
-                    let taps = [(base + 2 * o, q), (base + 2 * o + 1, q + 1)];
-                    let taps = [taps[0], taps[1], (taps[0].0 + w, q + w as u32), (taps[1].0 + w, q + 1 + w as u32)];
-                    let (mut best, mut arg) = (x[taps[0].0], q);
-                    for &(e, t) in &taps[1..] {
+                    let (e, q) = (base + 2 * o, pos + 2 * o as u32);
+                    let (mut best, mut arg) = (x[e], q);
+                    for (e, t) in [(e + 1, q + 1), (e + w, q + w as u32), (e + w + 1, q + w as u32 + 1)] {
                         if x[e].take(best) {
                             (best, arg) = (x[e], t);
                         }
@@ -82,8 +80,8 @@ fn pairs_task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indice
     }
 }
 
-/// Outputs one [`pairs_chunk`] computes.
-const PAIRS: usize = 16;
+/// Outputs one [`pairs_chunk`] computes (and one chunk of the backward's `tiled_pairs_task`).
+pub(super) const PAIRS: usize = 16;
 
 /// [`PAIRS`] windows: taps `r0[2j]`, `r0[2j + 1]`, `r1[2j]`, `r1[2j + 1]` (plane positions
 /// `pos + 2j`, `+ 1`, `+ w`, `+ w + 1`), in the reference's scan order.
