@@ -545,6 +545,18 @@ fn even_ranges(n: usize, parts: usize) -> impl Iterator<Item = std::ops::Range<u
 mod tests {
     use super::*;
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// `run_forward` with `isa` over poisoned outputs against the reference's `want`.
+    fn assert_forward(g: &Geometry, input: &[f32], want: &Pooled<f32>, isa: Isa, context: &str) {
+        let (mut values, mut indices) = (vec![f32::NAN; g.output_len()], vec![7; g.output_len()]);
+        run_forward(g, input, &mut values, &mut indices, isa);
+        assert_eq!(bits(&values), bits(&want.values), "{context}");
+        assert_eq!(indices, want.indices, "{context}");
+    }
+
     /// A seeded generator of numbers in `0..n` (an LCG), for the random test data.
     fn numbers(mut seed: u64) -> impl FnMut(usize) -> usize {
         move |n| {
@@ -655,11 +667,7 @@ mod tests {
             let grad_output: Vec<f32> = (0..g.output_len()).map(|_| next(9) as f32 - 4.0).collect();
             let want_gi = super::super::reference::backward(&spec, &grad_output, &want.indices).unwrap();
             for isa in Isa::available() {
-                let (mut values, mut indices) = (vec![0.0f32; g.output_len()], vec![0; g.output_len()]);
-                run_forward(&g, &input, &mut values, &mut indices, isa);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
-                assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
+                assert_forward(&g, &input, &want, isa, &format!("{isa:?} {spec:?}"));
                 let mut grad_input = vec![f32::NAN; g.input_len()];
                 assert_eq!(run_backward(&g, &grad_output, &want.indices, &mut grad_input, isa), 0);
                 assert_eq!(bits(&grad_input), bits(&want_gi), "{isa:?} {spec:?}");
@@ -702,11 +710,7 @@ mod tests {
                 .collect();
             let want = super::super::reference::forward(spec, &input).unwrap();
             for isa in Isa::available() {
-                let (mut values, mut indices) = (vec![7.0f32; g.output_len()], vec![7; g.output_len()]);
-                run_forward(&g, &input, &mut values, &mut indices, isa);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
-                assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
+                assert_forward(&g, &input, &want, isa, &format!("{isa:?} {spec:?}"));
                 let grad: Vec<f32> = input[..g.output_len()].to_vec();
                 let mut spoiled = want.indices.clone();
                 for _ in 0..next(3) {
@@ -752,11 +756,7 @@ mod tests {
                 .collect();
             let want = super::super::reference::forward(&spec, &input).unwrap();
             for isa in Isa::available() {
-                let (mut values, mut indices) = (vec![7.0f32; g.output_len()], vec![7; g.output_len()]);
-                run_forward(&g, &input, &mut values, &mut indices, isa);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&values), bits(&want.values), "{isa:?} {spec:?}");
-                assert_eq!(indices, want.indices, "{isa:?} {spec:?}");
+                assert_forward(&g, &input, &want, isa, &format!("{isa:?} {spec:?}"));
                 // Backward: tiled rows tap by tap over all channels, or the scatter across them.
                 let grad: Vec<f32> = (0..g.output_len()).map(|_| [1.0, -0.0, f32::INFINITY, 2.5][next(4)]).collect();
                 let want_gi = super::super::reference::backward(&spec, &grad, &want.indices).unwrap();

@@ -18,7 +18,6 @@ use super::{
 };
 use crate::NO_INDEX;
 use crate::cpu::gradient_term;
-use crate::element::Element;
 use crate::params::Geometry;
 
 /// Returns the number of invalid indices; `grad_input` is complete when it is 0.
@@ -572,7 +571,7 @@ fn scatter_lanes<T: Lane, const L: usize>(
                         dst.as_chunks_mut::<L>().0.iter_mut().zip(idx.as_chunks::<L>().0).zip(go.as_chunks::<L>().0);
                     for ((d, i), g) in blocks {
                         for l in 0..L {
-                            d[l] = T::pick(i[l] == q, accumulate_lane(d[l], g[l]), d[l]);
+                            d[l] = T::pick(i[l] == q, accumulate(d[l], g[l]), d[l]);
                         }
                     }
                 }
@@ -580,15 +579,6 @@ fn scatter_lanes<T: Lane, const L: usize>(
         }
     }
     gi.finish();
-}
-
-/// [`accumulate`] without branches (so that it vectorises): the same value.
-#[inline(always)]
-fn accumulate_lane<T: Lane>(sum: T, g: T) -> T {
-    let s = sum.add(g);
-    let r = T::pick(s.is_nan(), T::INDEFINITE, s);
-    let r = T::pick(g.is_nan(), g.nan_result(), r);
-    T::pick(sum.is_nan(), sum, r)
 }
 
 /// A block of `grad_input` zeroed lazily, a little ahead of the element asked for: the scatter's
@@ -632,16 +622,14 @@ impl<T: Lane> Zeroed<'_, T> {
 
 /// One step of the reference's `GradientSum` (a sum in output order from +0.0 whose first NaN
 /// event decides a NaN result), with the whole state in the stored value: a NaN there is final.
-#[inline]
-fn accumulate<T: Element>(sum: T, g: T) -> T {
-    if sum.is_nan() {
-        sum
-    } else if g.is_nan() {
-        g.nan_result()
-    } else {
-        let s = sum.add(g);
-        if s.is_nan() { T::INDEFINITE } else { s }
-    }
+/// Without branches, so that it vectorises (the scalar scatter measured the same either way:
+/// case B channels-first backward 9.73 and 9.67 ms).
+#[inline(always)]
+fn accumulate<T: Lane>(sum: T, g: T) -> T {
+    let s = sum.add(g);
+    let r = T::pick(s.is_nan(), T::INDEFINITE, s);
+    let r = T::pick(g.is_nan(), g.nan_result(), r);
+    T::pick(sum.is_nan(), sum, r)
 }
 
 /// Adds every gradient to the element its (valid) index names, in increasing output order. Tasks
