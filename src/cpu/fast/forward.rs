@@ -5,7 +5,7 @@
 //! when `v > best || isnan(v)`. The value written is the best itself, which is the input element
 //! at the index written (the reference writes `input[arg]`: the same bits).
 
-use super::lane::{Lane, pick_u32};
+use super::lane::{Lane, pick_u32, prefetch};
 use super::{Isa, Plan, RowCursor, multiversion, run_tasks, stream, taps, task_count};
 use crate::NO_INDEX;
 use crate::params::Axis;
@@ -457,14 +457,16 @@ fn row_channels_last<T: Lane>(
         // threads, 2026-11-27, alternating runs, AVX2 and AVX-512 builds alike): case C
         // channels-last (256 channels, 28-output rows) 1.31 → 0.85 ms; but E (512 channels,
         // 7-output rows) 86 → 97 µs, and A, B, G (64 channels) slower by 20–40 %.
+        // Windows between the one computed and the one prefetched.
+        let ahead = p.prefetch.div_ceil(w.stride * c * size_of::<T>());
         if c >= 128 && p.w.output >= 16 {
-            windows_cl(x, taps_scratch, w.stride, c, vals, idx);
+            windows_cl(x, taps_scratch, w.stride, c, ahead, vals, idx);
             return;
         }
         match c % 16 {
-            0 => blocked::<T, 16>(x, taps_scratch, w.stride, c, vals, idx),
-            8 => blocked::<T, 8>(x, taps_scratch, w.stride, c, vals, idx),
-            _ => blocked::<T, 4>(x, taps_scratch, w.stride, c, vals, idx),
+            0 => blocked::<T, 16>(x, taps_scratch, w.stride, c, ahead, vals, idx),
+            8 => blocked::<T, 8>(x, taps_scratch, w.stride, c, ahead, vals, idx),
+            _ => blocked::<T, 4>(x, taps_scratch, w.stride, c, ahead, vals, idx),
         }
         return;
     }
@@ -481,13 +483,24 @@ fn row_channels_last<T: Lane>(
 }
 
 /// Interior channels-last windows, one at a time: every tap, in scan order, over all the
-/// contiguous channels (the running best stays in the output row, in L1). `taps` as for
-/// [`blocked`].
+/// contiguous channels (the running best stays in the output row, in L1). `taps` and `ahead` as
+/// for [`blocked`].
 #[inline(always)]
-fn windows_cl<T: Lane>(x: &[T], taps: &[(usize, u32)], stride: usize, c: usize, vals: &mut [T], idx: &mut [u32]) {
+fn windows_cl<T: Lane>(
+    x: &[T],
+    taps: &[(usize, u32)],
+    stride: usize,
+    c: usize,
+    ahead: usize,
+    vals: &mut [T],
+    idx: &mut [u32],
+) {
     for (o, (v, i)) in vals.chunks_exact_mut(c).zip(idx.chunks_exact_mut(c)).enumerate() {
         let (shift, q) = (o * stride * c, (o * stride) as u32);
         for (t, &(off, pos)) in taps.iter().enumerate() {
+            if ahead > 0 {
+                prefetch(x, off + shift + ahead * stride * c, c);
+            }
             lanes(t == 0, &x[off + shift..][..c], pos + q, v, i);
         }
     }
@@ -496,19 +509,26 @@ fn windows_cl<T: Lane>(x: &[T], taps: &[(usize, u32)], stride: usize, c: usize, 
 /// Interior channels-last windows, `L` channels at a time (`c` a multiple of `L`): the best
 /// values and indices of a block stay in registers across all the window's taps. `taps` are the
 /// element offset and plane position of every tap of the first window, in scan order; window
-/// `o` is `o·stride` positions further.
+/// `o` is `o·stride` positions further. `ahead` > 0: the taps of window `o + ahead` are
+/// prefetched while window `o` is computed.
 #[inline(always)]
 fn blocked<T: Lane, const L: usize>(
     x: &[T],
     taps: &[(usize, u32)],
     stride: usize,
     c: usize,
+    ahead: usize,
     vals: &mut [T],
     idx: &mut [u32],
 ) {
     let Some((&(off0, pos0), rest)) = taps.split_first() else { return };
     for (o, (v, i)) in vals.chunks_exact_mut(c).zip(idx.chunks_exact_mut(c)).enumerate() {
         let (shift, q) = (o * stride * c, (o * stride) as u32);
+        if ahead > 0 {
+            for &(off, _) in taps {
+                prefetch(x, off + shift + ahead * stride * c, c);
+            }
+        }
         for (b, (vb, ib)) in v.as_chunks_mut::<L>().0.iter_mut().zip(i.as_chunks_mut::<L>().0).enumerate() {
             let l0 = shift + b * L;
             let mut best = *x[off0 + l0..].first_chunk::<L>().expect("tap inside the input");

@@ -21,6 +21,27 @@ pub(crate) trait Lane: Element {
     fn term(self) -> Self;
 }
 
+/// Asks the CPU to fetch `x[from..from + len]` (what of it lies inside `x`) into its caches: a
+/// hint, which changes no value. The channels-last forward kernels read a few input rows at
+/// once, jumping between them, which the hardware's prefetchers follow less well than one stream.
+#[inline(always)]
+pub(crate) fn prefetch<T>(x: &[T], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = (from + len).min(x.len());
+        let mut e = from;
+        while e < end {
+            // SAFETY: `e` is inside `x`; a prefetch reads nothing into the program and cannot
+            // fault (SSE, which has it, is part of x86-64).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(x.as_ptr().add(e).cast()) };
+            e += 64 / size_of::<T>();
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, from, len);
+}
+
 /// `if t { a } else { b }` for u32, on the bits.
 #[inline(always)]
 pub(crate) fn pick_u32(t: bool, a: u32, b: u32) -> u32 {
