@@ -5,6 +5,7 @@ puts wgpool's own criterion medians next to PyTorch's (--criterion target/criter
 
     python3 benches/compare_torch.py [--quick] [--cases A,B] [--threads 1,2] [--runs 15]
                                      [--json out.json] [--criterion target/criterion]
+                                     [--wgpool target/release/wgpool --rounds 3]
                                      [--no-cuda] [--cuda-only]
 
 The cases are those of `wgpool::cases::full()` and, with --quick, `wgpool::cases::quick()`
@@ -20,6 +21,13 @@ wgpool's `cpu::forward` / `cpu::backward` allocate, so `fwd` / `bwd` are the lik
 columns; the `_out` ones are PyTorch without allocation (and its page faults). 1-D runs the way
 PyTorch runs it on the CPU: the 2-D kernel on (N, C, 1, L).
 
+Side by side in one run (--wgpool BIN): for every case and layout, PyTorch's four variants, then
+`BIN bench-cpu --cases X --layouts L --json -` (wgpool's CPU path: `alloc`, and `into` preallocated
+buffers), alternating, --rounds times over all the cases; then, per case and direction, each side's
+best layout (and PyTorch's best thread count), medians over the rounds, their ratio, and the range
+of the ratio within single rounds. A shared machine's bandwidth drifts by 2x over minutes: only
+such alternating runs give ratios worth quoting.
+
 CUDA (as perf/bench_torch_cuda.py: CUDA events, warm-up then median of 50): `fwd` and `bwd` (the
 allocating calls), plus the device-to-device copy bandwidth of a 1 GiB tensor (read + write).
 
@@ -31,7 +39,7 @@ JSON: {"machine": {...}, "results": [{"device", "threads", "case", "layout", "di
 "variant", "median_ms", "min_ms", "bytes"}...], "cuda_copy_GBps": ...}; layout is "ncx"
 (channels-first) or "nxc" (channels-last), as wgpool names them.
 """
-import argparse, datetime, json, os, platform, statistics as st, sys, time
+import argparse, datetime, json, os, platform, statistics as st, subprocess, sys, time
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +186,33 @@ def criterion_median_ms(root, case, layout, direction, quick):
         return None
 
 
+def side_by_side(cases, results, rounds):
+    """Best against best, per case and direction, from the alternating runs: each side's fastest
+    layout (and PyTorch's fastest thread count) by its median over the rounds."""
+    def pick(device, variant, name, d, rnd=None):
+        rs = [r for r in results if (r["device"], r["variant"], r["case"], r["direction"]) == (device, variant, name, d)
+              and (rnd is None or r.get("round") == rnd)]
+        keys = {(r["layout"], r["threads"]) for r in rs}
+        meds = {k: st.median(r["median_ms"] for r in rs if (r["layout"], r["threads"]) == k) for k in keys}
+        k = min(meds, key=meds.get)
+        return meds[k], f"{k[0]}" + ("" if device == "wgpool-cpu" else f" {k[1]}T")
+
+    print(f"\nSide by side, alternating runs, medians over {rounds} round(s) (ms); each side's best layout "
+          f"(PyTorch: and thread count); ratio = PyTorch / wgpool (> 1: wgpool faster); 'rounds': the "
+          f"ratio's range within single rounds")
+    print(f"{'case':4} {'dir':3} | {'wgpool into':>16} {'torch .out':>19} {'ratio':>6} {'rounds':>11} | "
+          f"{'wgpool alloc':>16} {'torch alloc':>19} {'ratio':>6} {'rounds':>11}")
+    for name in cases:
+        for d in ("fwd", "bwd"):
+            cols = []
+            for ours_v, theirs_v in (("into", "out"), ("alloc", "alloc")):
+                (o, ol), (t, tl) = pick("wgpool-cpu", ours_v, name, d), pick("cpu", theirs_v, name, d)
+                per = [pick("cpu", theirs_v, name, d, r)[0] / pick("wgpool-cpu", ours_v, name, d, r)[0]
+                       for r in range(rounds)]
+                cols.append(f"{o:9.3f} {ol:6} {t:9.3f} {tl:9} {t / o:6.2f} {min(per):5.2f}-{max(per):<5.2f}")
+            print(f"{name:4} {d:3} | {cols[0]} | {cols[1]}", flush=True)
+
+
 def machine_info():
     model = platform.processor()
     try:
@@ -210,6 +245,8 @@ def main():
                     help="max seconds to wait for the machine to go quiet before each CPU case (0: never)")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--criterion", default="", help="criterion directory of `cargo bench --bench cpu`")
+    ap.add_argument("--wgpool", default="", help="wgpool binary: alternate its `bench-cpu` with PyTorch, case by case")
+    ap.add_argument("--rounds", type=int, default=1, help="with --wgpool: rounds over all the cases")
     ap.add_argument("--no-cuda", action="store_true")
     ap.add_argument("--cuda-only", action="store_true")
     a = ap.parse_args()
@@ -225,32 +262,59 @@ def main():
           f"x{info['cpu_count']}, {info['date']}, {'quick' if a.quick else 'full'} shapes", flush=True)
     results = []
 
-    def record(device, threads, case, layout, direction, variant, med, mn, nbytes, foreign=None):
+    def record(device, threads, case, layout, direction, variant, med, mn, nbytes, foreign=None, rnd=None):
         r = dict(device=device, threads=threads, case=case, layout=layout, direction=direction,
                  variant=variant, median_ms=med, min_ms=mn, bytes=nbytes)
         if foreign is not None:
             r["foreign_cores"] = foreign
+        if rnd is not None:
+            r["round"] = rnd
         results.append(r)
+
+    def run_wgpool(name, layout, rnd):
+        cmd = [a.wgpool, "bench-cpu", "--cases", name, "--layouts", layout, "--runs", str(a.runs), "--json", "-"]
+        if a.quick:
+            cmd.append("--quick")
+        out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        for r in out["rows"]:
+            record("wgpool-cpu", out["threads"], name, layout, r["direction"], r["variant"], r["median_ms"],
+                   r["min_ms"], r["bytes"], rnd=rnd)
+        get = lambda d, v: next(r["median_ms"] for r in out["rows"] if (r["direction"], r["variant"]) == (d, v))
+        print(f"{name:4} {'wgp':>3} {layout:4} | {get('fwd', 'alloc'):9.3f} {get('fwd', 'into'):9.3f} | "
+              f"{get('bwd', 'alloc'):9.3f} {get('bwd', 'into'):9.3f} | (wgpool, {out['threads']} threads; "
+              f"into = preallocated)", flush=True)
 
     if not a.cuda_only:
         threads = [int(t) for t in a.threads.split(",")] if a.threads else [torch.get_num_threads()]
         print(f"\nCPU, median of {a.runs} (ms; GB/s with int64 indices)")
         print(f"{'case':4} {'thr':>3} {'lay':4} | {'fwd':>9} {'fwd_out':>9} | {'bwd':>9} {'bwd_out':>9} | foreign")
+        def run_torch(name, case, layout, nt, rnd):
+            torch.set_num_threads(nt)
+            fns, nbytes = setup(case, layout, "cpu")
+            wait_quiet(a.quiet_wait)
+            res, foreign = foreign_cores(lambda: {k: bench_cpu(f, a.warmup, a.runs) for k, f in fns.items()})
+            for k, (med, mn) in res.items():
+                d = k.split("_")[0]
+                record("cpu", nt, name, layout, d, "out" if k.endswith("_out") else "alloc",
+                       med, mn, nbytes[d], foreign, rnd)
+            print(f"{name:4} {nt:>3} {layout:4} | {res['fwd'][0]:9.3f} {res['fwd_out'][0]:9.3f} | "
+                  f"{res['bwd'][0]:9.3f} {res['bwd_out'][0]:9.3f} | {foreign:5.2f}", flush=True)
+
         with torch.no_grad():
-            for nt in threads:
-                torch.set_num_threads(nt)
-                for name, case in cases.items():
-                    for layout in case[5]:
-                        fns, nbytes = setup(case, layout, "cpu")
-                        wait_quiet(a.quiet_wait)
-                        res, foreign = foreign_cores(lambda: {k: bench_cpu(f, a.warmup, a.runs) for k, f in fns.items()})
-                        for k, (med, mn) in res.items():
-                            d = k.split("_")[0]
-                            record("cpu", nt, name, layout, d, "out" if k.endswith("_out") else "alloc",
-                                   med, mn, nbytes[d], foreign)
-                        print(f"{name:4} {nt:>3} {layout:4} | {res['fwd'][0]:9.3f} {res['fwd_out'][0]:9.3f} | "
-                              f"{res['bwd'][0]:9.3f} {res['bwd_out'][0]:9.3f} | {foreign:5.2f}", flush=True)
-                        del fns
+            if a.wgpool:
+                # Alternating: every case and layout, PyTorch then wgpool, round after round.
+                for rnd in range(a.rounds):
+                    print(f"-- round {rnd + 1} of {a.rounds}")
+                    for name, case in cases.items():
+                        for layout in case[5]:
+                            for nt in threads:
+                                run_torch(name, case, layout, nt, rnd)
+                            run_wgpool(name, layout, rnd)
+            else:
+                for nt in threads:
+                    for name, case in cases.items():
+                        for layout in case[5]:
+                            run_torch(name, case, layout, nt, None)
 
     copy_gbps = None
     if torch.cuda.is_available() and not a.no_cuda:
@@ -294,6 +358,9 @@ def main():
                     ratio = best / ours if (best and ours) else float("nan")
                     print(f"{name:4} {layout:4} {d:3} | {ours if ours else float('nan'):9.3f} | " + " | ".join(cols)
                           + f" | {best or float('nan'):9.3f} {ratio:6.2f}")
+
+    if a.wgpool and not a.cuda_only:
+        side_by_side(cases, results, a.rounds)
 
     if a.json:
         with open(a.json, "w") as f:

@@ -6,6 +6,7 @@
 
 mod backward;
 mod bench;
+mod bench_cpu;
 mod bench_plot;
 mod demo;
 mod forward;
@@ -48,6 +49,9 @@ pub enum Command {
     /// Measure forward and backward on the performance cases: GPU time (timestamps), GB/s, % of
     /// the vec4-copy bandwidth, CPU time and speed-ups; `--json` and `--plot` for reports.
     Bench(bench::Args),
+    /// Measure the CPU path alone on the performance cases (no GPU needed): allocating calls and
+    /// calls into preallocated buffers; `--json` for tooling (`benches/compare_torch.py --wgpool`).
+    BenchCpu(bench_cpu::Args),
 }
 
 /// Runs a parsed command line.
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> CliResult {
         Some(Command::Forward(args)) => forward::run(args),
         Some(Command::Backward(args)) => backward::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::BenchCpu(args)) => bench_cpu::run(args),
     }
 }
 

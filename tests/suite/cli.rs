@@ -1178,3 +1178,58 @@ mod npy_module {
         assert!(npy::read_values_file(dir.path("missing.npy")).is_err());
     }
 }
+
+/// `wgpool bench-cpu` (no GPU): every selected case, layout, direction and variant once in its
+/// JSON, with the bytes the library counts and sane times; bad selections are clear errors.
+#[test]
+fn cli_bench_cpu_json_and_errors() {
+    use wgpool::bench::{Direction, bytes_moved};
+    let out = run(Dev::Cpu, &strings(&["bench-cpu", "--quick", "--cases", "e,F3", "--runs", "2", "--json", "-"]));
+    assert_ok(Dev::Cpu, &out, "bench-cpu --json -");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |line: &str, key: &str| -> String {
+        let rest =
+            &line[line.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {line}")) + key.len() + 4..];
+        rest[..rest.find([',', '}']).unwrap()].trim_matches('"').to_string()
+    };
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("\"case\"")).collect();
+    let mut want = vec![];
+    for case in wgpool::cases::quick().into_iter().filter(|c| ["E", "F3"].contains(&c.name)) {
+        for &layout in case.layouts {
+            let g = case.spec(layout).validate().unwrap();
+            for d in [Direction::Forward, Direction::Backward] {
+                for variant in ["alloc", "into"] {
+                    want.push((case.name, layout.name(), d.name(), variant, bytes_moved(&g, 4, d)));
+                }
+            }
+        }
+    }
+    assert_eq!(rows.len(), want.len(), "{text}");
+    for (row, (case, layout, dir, variant, bytes)) in rows.iter().zip(want) {
+        let got = (field(row, "case"), field(row, "layout"), field(row, "direction"), field(row, "variant"));
+        assert_eq!(got, (case.into(), layout.into(), dir.into(), variant.into()), "{row}");
+        assert_eq!(field(row, "bytes").parse::<u64>().unwrap(), bytes, "{row}");
+        let (median, min) =
+            (field(row, "median_ms").parse::<f64>().unwrap(), field(row, "min_ms").parse::<f64>().unwrap());
+        assert!(min > 0.0 && min <= median && median < 10_000.0, "{row}");
+    }
+    let threads: usize =
+        text.lines().find(|l| l.contains("\"threads\"")).map(|l| field(l, "threads")).unwrap().parse().unwrap();
+    assert!(threads >= 1);
+    // The table: a header and one line per case, layout and direction.
+    let out = run(Dev::Cpu, &strings(&["bench-cpu", "--quick", "--cases", "F3", "--runs", "1"]));
+    assert_ok(Dev::Cpu, &out, "bench-cpu table");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(table.lines().filter(|l| l.starts_with("F3 ")).count(), 2, "{table}");
+    // Bad selections.
+    for (args, needle) in [
+        (&["--cases", "Z"][..], "no case matches"),
+        (&["--cases", "F3", "--layouts", "nxc"], "no case matches"),
+        (&["--layouts", "nhwc"], "expected ncx or nxc"),
+    ] {
+        let out = run(Dev::Cpu, &strings(&[&["bench-cpu", "--quick", "--runs", "1"][..], args].concat()));
+        assert_fails(&out, 1, needle, &format!("bench-cpu {args:?}"));
+    }
+    let out = run(Dev::Cpu, &strings(&["bench-cpu", "--runs", "0"]));
+    assert_eq!(out.status.code(), Some(2), "--runs 0 is a usage error: {}", stderr(&out));
+}
