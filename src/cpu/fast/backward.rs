@@ -164,20 +164,22 @@ fn tiled_pairs_task<T: Lane>(
                 for (z, &g) in gz.iter_mut().zip(g) {
                     *z = g.term();
                 }
-                let mut hit = [false; PAIRS];
+                // 1 for the outputs whose index matched no tap yet (u32 lanes, like the indices:
+                // bytes made LLVM pack and unpack the masks).
+                let mut miss = [1u32; PAIRS];
                 for &row in &rows {
                     let q0 = start + row + 2 * s as u32;
                     let dst = &mut gi[e_first + row as usize..];
                     let dst: &mut [[T; 2]; PAIRS] =
                         dst.as_chunks_mut::<2>().0.first_chunk_mut().expect("checked above");
-                    for (j, (tap, h)) in dst.iter_mut().zip(hit.iter_mut()).enumerate() {
+                    for (j, (tap, m)) in dst.iter_mut().zip(miss.iter_mut()).enumerate() {
                         let q = q0 + 2 * j as u32;
                         let (m0, m1) = (i[j] == q, i[j] == q + 1);
                         *tap = [T::pick(m0, gz[j], T::ZERO), T::pick(m1, gz[j], T::ZERO)];
-                        *h |= m0 | m1;
+                        *m &= !(m0 | m1) as u32;
                     }
                 }
-                invalid += hit[done.saturating_sub(s)..PAIRS.min(ow_n - s)].iter().filter(|&&h| !h).count() as u64;
+                invalid += miss[done.saturating_sub(s)..PAIRS.min(ow_n - s)].iter().map(|&m| m as u64).sum::<u64>();
             } else {
                 for o in s.max(done)..(s + PAIRS).min(ow_n) {
                     let (i, gz) = (idx[out + o], go[out + o].term());
