@@ -71,8 +71,8 @@ impl<T> Scratch<T> {
 }
 
 #[inline(always)]
-fn misses(hit: &[u8]) -> u64 {
-    hit.iter().filter(|&&h| h == 0).count() as u64
+fn misses<H: Copy + Default + PartialEq>(hit: &[H]) -> u64 {
+    hit.iter().filter(|&&h| h == H::default()).count() as u64
 }
 
 /// Tiling windows: tasks are ranges of output units; a unit's windows cover a contiguous block of
@@ -431,16 +431,18 @@ multiversion!(validate_task<T>(p: &Plan, first: usize, end: usize, idx: &[u32], 
 /// Invalid indices of output rows `first..end`.
 #[inline(always)]
 fn validate_task<T: Lane>(p: &Plan, first: usize, end: usize, idx: &[u32], row_len: usize) -> u64 {
-    let mut s = Scratch::<u8>::new();
+    // Whether each output matched a tap (u32 lanes, like the indices: case B channels-last
+    // backward 5.5 → 5.1 ms against bytes, 2026-11-27).
+    let mut hit: Vec<u32> = vec![];
     let mut invalid = 0;
     let mut cursor = RowCursor::new(p, first..end);
     while let Some(r) = cursor.advance() {
         let rows = &cursor.rows[..];
         let idx = &idx[r * row_len..][..row_len];
         invalid += if p.lanes == 1 {
-            validate_row_channels_first(p, rows, idx, &mut s)
+            validate_row_channels_first(p, rows, idx, &mut hit)
         } else {
-            validate_row_channels_last(p, rows, idx, &mut s)
+            validate_row_channels_last(p, rows, idx, &mut hit)
         };
     }
     invalid
@@ -452,7 +454,7 @@ fn not_padding_only(idx: &[u32]) -> u64 {
 }
 
 #[inline(always)]
-fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &mut Scratch<u8>) -> u64 {
+fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], hit: &mut Vec<u32>) -> u64 {
     let w = &p.w;
     if rows.is_empty() {
         return not_padding_only(idx);
@@ -475,60 +477,60 @@ fn validate_row_channels_first(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: 
     if p.w_hi == p.w_lo {
         return invalid;
     }
-    s.hit.clear();
-    s.hit.resize(p.w_hi - p.w_lo, 0);
+    hit.clear();
+    hit.resize(p.w_hi - p.w_lo, 0);
     let idx = &idx[p.w_lo..p.w_hi];
     let start = p.w_lo * w.stride - w.padding;
     for &(_, pos) in rows {
         if w.dilation == 1 {
             // The taps of a row are `w.kernel` consecutive positions: one range test.
             let mut q = pos + start as u32;
-            for (h, &i) in s.hit.iter_mut().zip(idx) {
-                *h |= (i.wrapping_sub(q) < w.kernel as u32) as u8;
+            for (h, &i) in hit.iter_mut().zip(idx) {
+                *h |= (i.wrapping_sub(q) < w.kernel as u32) as u32;
                 q = q.wrapping_add(w.stride as u32);
             }
             continue;
         }
         for k in 0..w.kernel {
             let mut q = pos + (start + k * w.dilation) as u32;
-            for (h, &i) in s.hit.iter_mut().zip(idx) {
-                *h |= (i == q) as u8;
+            for (h, &i) in hit.iter_mut().zip(idx) {
+                *h |= (i == q) as u32;
                 q = q.wrapping_add(w.stride as u32);
             }
         }
     }
-    invalid + misses(&s.hit)
+    invalid + misses(hit)
 }
 
 #[inline(always)]
-fn validate_row_channels_last(p: &Plan, rows: &[(usize, u32)], idx: &[u32], s: &mut Scratch<u8>) -> u64 {
+fn validate_row_channels_last(p: &Plan, rows: &[(usize, u32)], idx: &[u32], hit: &mut Vec<u32>) -> u64 {
     let (w, c) = (&p.w, p.lanes);
     let mut invalid = 0;
-    s.hit.resize(c, 0);
+    hit.resize(c, 0);
     for (o, idx) in idx.chunks_exact(c).enumerate() {
         let (k0, k1) = p.w_taps(o);
         if k0 == k1 || rows.is_empty() {
             invalid += not_padding_only(idx);
             continue;
         }
-        s.hit.fill(0);
+        hit.fill(0);
         for &(_, pos) in rows {
             if w.dilation == 1 {
                 // The real taps of a row are consecutive positions: one range test.
                 let (q, span) = (pos + (o * w.stride + k0 - w.padding) as u32, (k1 - k0) as u32);
-                for (h, &i) in s.hit.iter_mut().zip(idx) {
-                    *h |= (i.wrapping_sub(q) < span) as u8;
+                for (h, &i) in hit.iter_mut().zip(idx) {
+                    *h |= (i.wrapping_sub(q) < span) as u32;
                 }
                 continue;
             }
             for k in k0..k1 {
                 let q = pos + (o * w.stride + k * w.dilation - w.padding) as u32;
-                for (h, &i) in s.hit.iter_mut().zip(idx) {
-                    *h |= (i == q) as u8;
+                for (h, &i) in hit.iter_mut().zip(idx) {
+                    *h |= (i == q) as u32;
                 }
             }
         }
-        invalid += misses(&s.hit);
+        invalid += misses(hit);
     }
     invalid
 }
