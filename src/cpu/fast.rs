@@ -6,8 +6,9 @@
 //!   first real tap, then `v > best || isnan(v)` for every later tap, in row-major order) but run
 //!   it for a whole row at once, one pass per input row: across `ow` in channels-first (fixed
 //!   kernels for `k2 s2` and `k3 s2`, strided passes otherwise), across `(ow, c)` for a few
-//!   channels, across the contiguous channels otherwise (window by window for many channels on
-//!   long rows). Windows cut by padding at either end of a row go through a scalar scan. Selects
+//!   channels, across the contiguous channels otherwise (in register blocks of 16, 8 or 4
+//!   channels, prefetching large inputs ahead). Windows cut by padding at either end of a row go
+//!   through a scalar scan. Selects
 //!   are done on the bits (see `lane.rs`). Short exactly tiled `k2 s2` rows go by two-row
 //!   chunks of 16 outputs instead (`forward::pairs_task`), and exactly tiled channels-first rows
 //!   of large outputs are written with non-temporal stores ([`stream`]).
@@ -767,7 +768,7 @@ mod tests {
         }
     }
 
-    /// Channels-last rows of many channels (`windows_cl` forward, tap-by-tap tiled backward,
+    /// Channels-last rows of many channels (register blocks forward, tap-by-tap tiled backward,
     /// the scatter across channels), on both sides of their thresholds.
     #[test]
     fn many_channels_match_the_reference() {

@@ -453,16 +453,11 @@ fn row_channels_last<T: Lane>(
                 (off + iw * c, pos + iw as u32)
             }));
         }
-        // Many channels on long rows: window by window. Measured on the development machine (2
-        // threads, 2026-11-27, alternating runs, AVX2 and AVX-512 builds alike): case C
-        // channels-last (256 channels, 28-output rows) 1.31 → 0.85 ms; but E (512 channels,
-        // 7-output rows) 86 → 97 µs, and A, B, G (64 channels) slower by 20–40 %.
-        // Windows between the one computed and the one prefetched.
+        // Windows between the one computed and the one prefetched. (A window-by-window kernel
+        // for many channels, tap by tap over all of them, was faster for case C channels-last
+        // without the prefetch, 1.31 → 0.85 ms; with it, these register blocks are: 0.59–0.74 →
+        // 0.44–0.48 ms, and 0.059 → 0.048 ms on C with batch 1, 2026-11-27.)
         let ahead = p.prefetch.div_ceil(w.stride * c * size_of::<T>());
-        if c >= 128 && p.w.output >= 16 {
-            windows_cl(x, taps_scratch, w.stride, c, ahead, vals, idx);
-            return;
-        }
         match c % 16 {
             0 => blocked::<T, 16>(x, taps_scratch, w.stride, c, ahead, vals, idx),
             8 => blocked::<T, 8>(x, taps_scratch, w.stride, c, ahead, vals, idx),
@@ -478,30 +473,6 @@ fn row_channels_last<T: Lane>(
                 let iw = o * w.stride + k * w.dilation;
                 lanes(j == 0 && k == 0, &row[iw * c..][..c], pos + iw as u32, v, i);
             }
-        }
-    }
-}
-
-/// Interior channels-last windows, one at a time: every tap, in scan order, over all the
-/// contiguous channels (the running best stays in the output row, in L1). `taps` and `ahead` as
-/// for [`blocked`].
-#[inline(always)]
-fn windows_cl<T: Lane>(
-    x: &[T],
-    taps: &[(usize, u32)],
-    stride: usize,
-    c: usize,
-    ahead: usize,
-    vals: &mut [T],
-    idx: &mut [u32],
-) {
-    for (o, (v, i)) in vals.chunks_exact_mut(c).zip(idx.chunks_exact_mut(c)).enumerate() {
-        let (shift, q) = (o * stride * c, (o * stride) as u32);
-        for (t, &(off, pos)) in taps.iter().enumerate() {
-            if ahead > 0 {
-                prefetch(x, off + shift + ahead * stride * c, c);
-            }
-            lanes(t == 0, &x[off + shift..][..c], pos + q, v, i);
         }
     }
 }
