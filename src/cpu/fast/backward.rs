@@ -115,7 +115,7 @@ multiversion!(tiled_pairs_task<T>(p: &Plan, first: usize, end: usize, go: &[T], 
 
 /// Output rows `first..end` of a channels-first geometry whose windows tile the input exactly,
 /// with 2-tap W windows (`gi` starts at element `e0` of `grad_input`): each row in chunks of
-/// [`PAIRS`] outputs, every input row of the chunk's windows written in one pass (the gradient
+/// [`PAIRS`] outputs (8 for shorter rows), every input row of the chunk's windows written in one pass (the gradient
 /// term at the tap the index names, +0.0 at the others). As in the forward's `pairs_task`, the
 /// last chunk of a row ends at its end, overlapping the previous one (the same values again,
 /// counted once), and in 2-D a row shorter than a chunk writes past its input rows into later
@@ -124,6 +124,27 @@ multiversion!(tiled_pairs_task<T>(p: &Plan, first: usize, end: usize, go: &[T], 
 /// past `gi` or the outputs, the windows go one by one.
 #[inline(always)]
 fn tiled_pairs_task<T: Lane>(
+    p: &Plan,
+    first: usize,
+    end: usize,
+    go: &[T],
+    idx: &[u32],
+    gi: &mut [T],
+    e0: usize,
+) -> u64 {
+    // Rows shorter than a chunk compute its outputs past the row for nothing: 8-output chunks
+    // for them (case E channels-first backward, 7-output rows: 0.276–0.288 → 0.242–0.254 ms on
+    // the development machine, 2 threads, in-process alternation, 2026-11-27).
+    if p.w.output < PAIRS {
+        tiled_pairs_rows::<T, 8>(p, first, end, go, idx, gi, e0)
+    } else {
+        tiled_pairs_rows::<T, PAIRS>(p, first, end, go, idx, gi, e0)
+    }
+}
+
+/// [`tiled_pairs_task`] with chunks of `N` outputs.
+#[inline(always)]
+fn tiled_pairs_rows<T: Lane, const N: usize>(
     p: &Plan,
     first: usize,
     end: usize,
@@ -149,29 +170,28 @@ fn tiled_pairs_task<T: Lane>(
         // Outputs `..done` of the row are counted.
         let (mut s, mut done) = (0usize, 0usize);
         while s < ow_n {
-            if s + PAIRS > ow_n && ow_n >= PAIRS {
-                s = ow_n - PAIRS;
+            if s + N > ow_n && ow_n >= N {
+                s = ow_n - N;
             }
             let e_first = plane.wrapping_add(start as usize + 2 * s);
-            if out + s + PAIRS <= idx.len() && e_first + last_row + 2 * PAIRS <= gi.len() {
-                let i: &[u32; PAIRS] = idx[out + s..].first_chunk().expect("checked above");
-                let g: &[T; PAIRS] = go[out + s..].first_chunk().expect("checked above");
+            if out + s + N <= idx.len() && e_first + last_row + 2 * N <= gi.len() {
+                let i: &[u32; N] = idx[out + s..].first_chunk().expect("checked above");
+                let g: &[T; N] = go[out + s..].first_chunk().expect("checked above");
                 // A loop, not `g.map(Lane::term)`: `array::map` was not inlined, so it ran in
                 // the baseline build, and the 32-byte loads of its result stalled on its 16-byte
                 // stores. Measured on the development machine (2 threads, alternating runs,
                 // 2026-11-27): F3 backward 0.53–0.61 → 0.41–0.46 ms, C 1.10 → 0.86, E 0.48 → 0.37.
-                let mut gz = [T::ZERO; PAIRS];
+                let mut gz = [T::ZERO; N];
                 for (z, &g) in gz.iter_mut().zip(g) {
                     *z = g.term();
                 }
                 // 1 for the outputs whose index matched no tap yet (u32 lanes, like the indices:
                 // bytes made LLVM pack and unpack the masks).
-                let mut miss = [1u32; PAIRS];
+                let mut miss = [1u32; N];
                 for &row in &rows {
                     let q0 = start + row + 2 * s as u32;
                     let dst = &mut gi[e_first + row as usize..];
-                    let dst: &mut [[T; 2]; PAIRS] =
-                        dst.as_chunks_mut::<2>().0.first_chunk_mut().expect("checked above");
+                    let dst: &mut [[T; 2]; N] = dst.as_chunks_mut::<2>().0.first_chunk_mut().expect("checked above");
                     for (j, (tap, m)) in dst.iter_mut().zip(miss.iter_mut()).enumerate() {
                         let q = q0 + 2 * j as u32;
                         let (m0, m1) = (i[j] == q, i[j] == q + 1);
@@ -179,9 +199,9 @@ fn tiled_pairs_task<T: Lane>(
                         *m &= !(m0 | m1) as u32;
                     }
                 }
-                invalid += miss[done.saturating_sub(s)..PAIRS.min(ow_n - s)].iter().map(|&m| m as u64).sum::<u64>();
+                invalid += miss[done.saturating_sub(s)..N.min(ow_n - s)].iter().map(|&m| m as u64).sum::<u64>();
             } else {
-                for o in s.max(done)..(s + PAIRS).min(ow_n) {
+                for o in s.max(done)..(s + N).min(ow_n) {
                     let (i, gz) = (idx[out + o], go[out + o].term());
                     let mut hit = false;
                     for &row in &rows {
@@ -195,8 +215,8 @@ fn tiled_pairs_task<T: Lane>(
                     invalid += !hit as u64;
                 }
             }
-            done = (s + PAIRS).min(ow_n);
-            s += PAIRS;
+            done = (s + N).min(ow_n);
+            s += N;
         }
     }
     invalid
