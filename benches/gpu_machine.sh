@@ -6,9 +6,12 @@
 #   cargo build --release && cargo test --release --no-run   # then copy into .gpu-bin/:
 #   .gpu-bin/wgpool  .gpu-bin/tests  (the integration-test binary)  .gpu-bin/golden/max_pool.golden
 #
-# Usage there: benches/gpu_machine.sh OUT_DIR   (Vulkan loader packages in .gl/, see README)
+# Usage there: benches/gpu_machine.sh OUT_DIR [--cpu]   (Vulkan loader packages in .gl/, see README)
+#   --cpu: last, the CPU path against PyTorch's CPU kernels on that machine's cores, alternating
+#          case by case (`compare_torch.py --wgpool`, one round; about 2 minutes)
 set -u
 out=${1:-/tmp/wgpool-out}
+cpu_side_by_side=${2:-}
 mkdir -p "$out"
 for f in .gl/*.deb; do dpkg -x "$f" / ; done
 ldconfig
@@ -42,3 +45,10 @@ echo "== PyTorch on the same card"
 timeout 240 python3 benches/compare_torch.py --cuda-only --quiet-wait 0 --json "$out/torch.json" > "$out/torch.txt" 2>&1 \
   || timeout 120 python3 .gpu-bin/bench_torch_cuda.py >> "$out/torch.txt" 2>&1
 tail -24 "$out/torch.txt"
+
+if [ "$cpu_side_by_side" = "--cpu" ]; then
+  echo "== CPU path against PyTorch's CPU kernels on this machine (alternating, one round)"
+  timeout 240 python3 benches/compare_torch.py --wgpool $bin/wgpool --rounds 1 --runs 7 --no-cuda --quiet-wait 0 \
+    --json "$out/cpu_side_by_side.json" > "$out/cpu_side_by_side.txt" 2>&1
+  tail -19 "$out/cpu_side_by_side.txt"
+fi
