@@ -32,8 +32,9 @@
 //! compiled for AVX2 and for AVX-512 and picked at run time ([`multiversion!`], [`Isa`]): the
 //! call of those `#[target_feature]` builds, after `is_x86_feature_detected!`, is one of the four
 //! `unsafe` uses of the CPU path (the others: `madvise` for huge pages in [`huge_pages`], the
-//! non-temporal stores of [`stream`], and the prefetch hints of [`lane::prefetch`]). It is there because it measurably matters against PyTorch, whose
-//! CPU kernels use AVX2 or AVX-512 where they can: on the development machine (2-core AMD EPYC,
+//! non-temporal stores of [`stream`], and the prefetch hints of [`lane::prefetch`]). It is there
+//! because it measurably matters against PyTorch, whose CPU kernels use AVX2 or AVX-512 where
+//! they can: on the development machine (2-core AMD EPYC,
 //! AVX-512) AVX2 took case C channels-last forward from 2.5 ms to 1.2 ms, E channels-last from
 //! 0.14 to 0.08 ms, G channels-last from 51 to 32 ms; AVX-512 helps some channels-last cases
 //! and hurts some channels-first ones (see [`Isa::for_geometry`]). `WGPOOL_CPU_ISA=baseline`,

@@ -115,13 +115,13 @@ multiversion!(tiled_pairs_task<T>(p: &Plan, first: usize, end: usize, go: &[T], 
 
 /// Output rows `first..end` of a channels-first geometry whose windows tile the input exactly,
 /// with 2-tap W windows (`gi` starts at element `e0` of `grad_input`): each row in chunks of
-/// [`PAIRS`] outputs (8 for shorter rows), every input row of the chunk's windows written in one pass (the gradient
-/// term at the tap the index names, +0.0 at the others). As in the forward's `pairs_task`, the
-/// last chunk of a row ends at its end, overlapping the previous one (the same values again,
-/// counted once), and in 2-D a row shorter than a chunk writes past its input rows into later
-/// ones, which later rows (or the chunk's own later input rows) overwrite. (Not in 3-D, where
-/// the rows past a window's first D slice belong to earlier outputs.) Where a chunk would reach
-/// past `gi` or the outputs, the windows go one by one.
+/// [`PAIRS`] outputs (8 for shorter rows), every input row of the chunk's windows written in one
+/// pass (the gradient term at the tap the index names, +0.0 at the others). As in the forward's
+/// `pairs_task`, the last chunk of a row ends at its end, overlapping the previous one (the same
+/// values again, counted once), and in 2-D a row shorter than a chunk writes past its input rows
+/// into later ones, which later rows (or the chunk's own later input rows) overwrite. (Not in
+/// 3-D, where the rows past a window's first D slice belong to earlier outputs.) Where a chunk
+/// would reach past `gi` or the outputs, the windows go one by one.
 #[inline(always)]
 fn tiled_pairs_task<T: Lane>(
     p: &Plan,
@@ -490,7 +490,7 @@ multiversion!(validate_task<T>(p: &Plan, first: usize, end: usize, idx: &[u32], 
 #[inline(always)]
 fn validate_task<T: Lane>(p: &Plan, first: usize, end: usize, idx: &[u32], row_len: usize) -> u64 {
     // Whether each output matched a tap (u32 lanes, like the indices: case B channels-last
-    // backward 5.5 → 5.1 ms against bytes, 2026-11-27).
+    // backward 5.46–5.52 → 4.93–4.98 ms against bytes, 2026-11-27).
     let mut hit: Vec<u32> = vec![];
     let mut invalid = 0;
     let mut cursor = RowCursor::new(p, first..end);
@@ -670,8 +670,7 @@ fn scatter_lanes<T: Lane, const L: usize>(
                         let (mut v, i, g) = (*d, *i, *g);
                         for l in 0..L {
                             let sum = if first { T::ZERO } else { v[l] };
-                            let kept = if first { T::ZERO } else { v[l] };
-                            v[l] = T::pick(i[l] == q, accumulate(sum, g[l]), kept);
+                            v[l] = T::pick(i[l] == q, accumulate(sum, g[l]), sum);
                         }
                         *d = v;
                     }

@@ -456,7 +456,8 @@ fn row_channels_last<T: Lane>(
         // Windows between the one computed and the one prefetched. (A window-by-window kernel
         // for many channels, tap by tap over all of them, was faster for case C channels-last
         // without the prefetch, 1.31 → 0.85 ms; with it, these register blocks are: 0.59–0.74 →
-        // 0.44–0.48 ms, and 0.059 → 0.048 ms on C with batch 1, 2026-11-27.)
+        // 0.44–0.48 ms in one process, 0.63–0.84 → 0.52–0.71 ms in alternating processes, and
+        // 0.059 → 0.048 ms on C with batch 1, 2026-11-27.)
         let ahead = p.prefetch.div_ceil(w.stride * c * size_of::<T>());
         match c % 16 {
             0 => blocked::<T, 16>(x, taps_scratch, w.stride, c, ahead, vals, idx),
