@@ -89,6 +89,11 @@ fn is_nan(v: V) -> B {
     return (bitcast<I>(VF(v)) & I(0x7fffffffu)) > I(0x7f800000u);
 }
 
+// `is_nan` on four elements, whatever the lane width.
+fn is_nan4(v: vec4<T>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(vec4<f32>(v)) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
+
 // Dispatches above 65,535 workgroups use a 2-D grid of workgroups.
 fn invocation_index(workgroup: vec3<u32>, local: u32, workgroups: vec3<u32>) -> u32 {
     return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + local;

@@ -102,7 +102,3 @@ fn max_pool_backward_rows(
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
     grad_input[params.bases.y + t] = select(select(acc, vec4<T>(0.0), acc == vec4<T>(0.0)), nan, has_nan);
 }
-
-fn is_nan4(v: vec4<T>) -> vec4<bool> {
-    return (bitcast<vec4<u32>>(vec4<f32>(v)) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
-}

@@ -769,6 +769,81 @@ mod tests {
         }
     }
 
+    /// The channels-first scatter that checks the indices on the way (`checked_scatter`): 1-, 2-
+    /// and 3-D overlapping windows (one to nine real input rows per output row, dilated H, edge
+    /// windows with fewer taps, ceil_mode), over several tasks, with NaN, ±inf and −0.0 gradients
+    /// and indices spoiled in every way a range test can miss: −1, a neighbour in the row, the
+    /// next row, past the plane, and an element of another task's rows.
+    #[test]
+    fn checked_scatter_matches_the_reference() {
+        let mut next = numbers(0x05ca_77e2_u64);
+        let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+        let specs = [
+            PoolSpec::new(InputShape::new(2, 40, [30, 36]), k3.clone()),
+            PoolSpec::new(InputShape::new(1, 70, [17, 23]), k3.clone().ceil_mode(true)),
+            PoolSpec::new(InputShape::new(1, 9, [12, 40]), PoolParams::new([2, 3]).stride([1, 1])),
+            PoolSpec::new(InputShape::new(1, 30, [21, 26]), k3.clone().dilation([2, 1])),
+            PoolSpec::new(InputShape::new(3, 64, [300]), PoolParams::new([3]).stride([2]).padding([1])),
+            PoolSpec::new(
+                InputShape::new(1, 6, [9, 10, 12]),
+                PoolParams::new([3, 3, 3]).stride([2, 2, 2]).padding([1, 1, 1]),
+            ),
+        ];
+        for spec in &specs {
+            let g = spec.validate().unwrap();
+            assert!(super::backward::checked_scatter_eligible(&Plan::new(&g, Isa::Baseline)), "{spec:?}");
+            let input: Vec<f32> = (0..g.input_len()).map(|_| next(5) as f32 - 2.0).collect();
+            let want = super::super::reference::forward(spec, &input).unwrap();
+            let grad: Vec<f32> = (0..g.output_len())
+                .map(|_| match next(16) {
+                    0 => f32::NAN,
+                    1 => f32::from_bits(0xff80_0001),
+                    2 => f32::INFINITY,
+                    3 => f32::NEG_INFINITY,
+                    4 => -0.0,
+                    _ => next(9) as f32 * 0.375 - 1.5,
+                })
+                .collect();
+            let plane = g.plane_in() as u32;
+            let row = g.axes[2].input as u32;
+            // Spoils 1–6: a few indices, one way each; 7: every eighth index, all ways (so that
+            // output rows on the tasks' boundaries, walked by two tasks, are spoiled too).
+            for spoil in 0..=7 {
+                let mut idx = want.indices.clone();
+                let targets: Vec<usize> = match spoil {
+                    0 => vec![],
+                    7 => (0..idx.len()).filter(|_| next(8) == 0).collect(),
+                    _ => (0..1 + next(4)).map(|_| next(idx.len())).collect(),
+                };
+                for t in targets {
+                    idx[t] = match if spoil == 7 { 1 + next(6) } else { spoil } {
+                        1 => crate::NO_INDEX,
+                        2 => idx[t] ^ 1,
+                        3 => idx[t].wrapping_add(3),
+                        4 => idx[t].wrapping_add(row),
+                        5 => plane + next(3) as u32,
+                        _ => next(plane as usize) as u32,
+                    };
+                }
+                let reference = super::super::reference::backward(spec, &grad, &idx);
+                for isa in Isa::available() {
+                    let mut gi = vec![f32::NAN; g.input_len()];
+                    let invalid = run_backward(&g, &grad, &idx, &mut gi, isa);
+                    match &reference {
+                        Ok(want_gi) => {
+                            assert_eq!(invalid, 0, "{isa:?} {spec:?} spoil {spoil}");
+                            assert_eq!(bits(&gi), bits(want_gi), "{isa:?} {spec:?}");
+                        }
+                        Err(Error::InvalidIndices { count }) => {
+                            assert_eq!(invalid, *count, "{isa:?} {spec:?} spoil {spoil}")
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Channels-last rows of many channels (register blocks forward, tap-by-tap tiled backward,
     /// the scatter across channels), on both sides of their thresholds.
     #[test]

@@ -6,7 +6,7 @@
 //!   (`max_pool_forward.rs` ↔ `shaders/max_pool_forward.wgsl`, `max_pool_backward.rs` ↔
 //!   `shaders/max_pool_backward.wgsl`, `max_pool_backward_tiled.rs` ↔
 //!   `shaders/max_pool_backward_tiled.wgsl`, the row-blocked `*_rows.rs` ↔ `shaders/*_rows.wgsl`
-//!   and the workgroup-memory tiles `*_shared.rs` ↔ `shaders/*_shared.wgsl`).
+//!   and `max_pool_forward_span.rs` ↔ `shaders/max_pool_forward_span.wgsl`, and the workgroup-memory tiles `*_shared.rs` ↔ `shaders/*_shared.wgsl`).
 //!   Every other result is checked against it.
 
 mod fast;
@@ -18,6 +18,7 @@ mod max_pool_backward_tiled_rows;
 mod max_pool_forward;
 mod max_pool_forward_rows;
 mod max_pool_forward_shared;
+mod max_pool_forward_span;
 
 pub use fast::{backward_into, forward_into};
 pub use max_pool_backward::{
@@ -69,6 +70,9 @@ pub mod reference {
     pub use super::max_pool_forward_shared::{
         BACKWARD_SHARED_CAPACITY, FORWARD_SHARED_CAPACITY, backward_window_tile, forward_input_tile,
         forward_shared_workgroups, max_pool_forward_shared, max_pool_forward_shared_workgroup, shared_tile,
+    };
+    pub use super::max_pool_forward_span::{
+        max_pool_forward_span, max_pool_forward_span_invocation, span_eligible, span_items,
     };
     use super::*;
 

@@ -27,6 +27,8 @@ pub const BACKWARD_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_backwa
 pub const FORWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_forward_shared.wgsl");
 /// `shaders/max_pool_backward_shared.wgsl`.
 pub const BACKWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_backward_shared.wgsl");
+/// `shaders/max_pool_forward_span.wgsl`.
+pub const FORWARD_SPAN_WGSL: &str = include_str!("../../shaders/max_pool_forward_span.wgsl");
 /// `shaders/max_pool_backward_tiled_rows.wgsl`.
 pub const BACKWARD_TILED_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled_rows.wgsl");
 
@@ -50,13 +52,16 @@ pub enum Kernel {
     BackwardRows,
     /// `max_pool_forward_shared`: overlapping windows from an input tile in workgroup memory.
     ForwardShared,
+    /// `max_pool_forward_span`: four outputs of a row per invocation from the 16-byte items
+    /// covering their span (channels-first, other W windows than the row kernel's).
+    ForwardSpan,
     /// `max_pool_backward_shared`: the gather from window data in workgroup memory.
     BackwardShared,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Forward,
         Kernel::Backward,
         Kernel::BackwardTiled,
@@ -65,6 +70,7 @@ impl Kernel {
         Kernel::BackwardRows,
         Kernel::ForwardShared,
         Kernel::BackwardShared,
+        Kernel::ForwardSpan,
     ];
 
     /// The entry point's name (also the `.wgsl` file's stem).
@@ -78,6 +84,7 @@ impl Kernel {
             Kernel::BackwardRows => "max_pool_backward_rows",
             Kernel::ForwardShared => "max_pool_forward_shared",
             Kernel::BackwardShared => "max_pool_backward_shared",
+            Kernel::ForwardSpan => "max_pool_forward_span",
         }
     }
 
@@ -91,11 +98,12 @@ impl Kernel {
             Kernel::BackwardRows => BACKWARD_ROWS_WGSL,
             Kernel::ForwardShared => FORWARD_SHARED_WGSL,
             Kernel::BackwardShared => BACKWARD_SHARED_WGSL,
+            Kernel::ForwardSpan => FORWARD_SPAN_WGSL,
         }
     }
 
     fn is_backward(self) -> bool {
-        !matches!(self, Kernel::Forward | Kernel::ForwardRows | Kernel::ForwardShared)
+        !matches!(self, Kernel::Forward | Kernel::ForwardRows | Kernel::ForwardShared | Kernel::ForwardSpan)
     }
 
     /// Whether a workgroup works on a tile held in workgroup memory (one workgroup per tile).
@@ -105,7 +113,20 @@ impl Kernel {
 
     /// Whether one invocation handles a block of adjacent outputs of a row.
     pub fn is_rows(self) -> bool {
-        matches!(self, Kernel::ForwardRows | Kernel::BackwardTiledRows | Kernel::BackwardRows)
+        matches!(self, Kernel::ForwardRows | Kernel::BackwardTiledRows | Kernel::BackwardRows | Kernel::ForwardSpan)
+    }
+
+    /// For the row-blocked kernels ([`Kernel::is_rows`]), whether `g` is a geometry the kernel
+    /// handles (the CPU mirror's eligibility test); `true` for the others.
+    pub fn takes(self, g: &Geometry) -> bool {
+        use crate::cpu::reference::{gather_rows_eligible, rows_eligible, span_eligible};
+        match self {
+            Kernel::ForwardRows => rows_eligible(g, 4),
+            Kernel::BackwardTiledRows => g.tiles() && rows_eligible(g, 2),
+            Kernel::BackwardRows => gather_rows_eligible(g),
+            Kernel::ForwardSpan => span_eligible(g),
+            _ => true,
+        }
     }
 
     /// Elements per array item of the kernel's three tensor bindings, in binding order, for the
@@ -113,7 +134,7 @@ impl Kernel {
     /// grad_input); the others use the lane width for all three.
     pub fn items(self) -> [u64; 3] {
         match self {
-            Kernel::ForwardRows => [4, 4, 4],
+            Kernel::ForwardRows | Kernel::ForwardSpan => [4, 4, 4],
             Kernel::BackwardTiledRows => [2, 2, 4],
             Kernel::BackwardRows => [1, 1, 4],
             _ => [1, 1, 1],

@@ -237,16 +237,12 @@ impl Context {
         )
     }
 
-    /// Whether the row-blocked kernels apply with `block` outputs per invocation: channels-first,
-    /// W axis kernel 2 stride 2 without padding or dilation, width divisible by `2 * block`, and
-    /// every tensor on a boundary of the vectors the kernel reads it with ([`Kernel::items`]).
+    /// Whether the row-blocked `kernel` applies: a geometry it takes ([`Kernel::takes`]), every
+    /// tensor on a boundary of the vectors the kernel reads it with ([`Kernel::items`]), and not
+    /// [`ContextOptions::scalar_only`](super::ContextOptions::scalar_only).
     fn rows(&self, kernel: Kernel, g: &Geometry, tensors: &[TensorArg<'_>]) -> bool {
-        let eligible = match kernel {
-            Kernel::BackwardRows => crate::cpu::reference::gather_rows_eligible(g),
-            _ => crate::cpu::reference::rows_eligible(g, kernel.items()[1] as usize),
-        };
         !self.options.scalar_only
-            && eligible
+            && kernel.takes(g)
             && tensors.iter().zip(kernel.items()).all(|(t, items)| t.region.offset.is_multiple_of(items * t.elem))
     }
 
@@ -351,13 +347,17 @@ impl Context {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let rows = self.rows(Kernel::ForwardRows, &g, &tensors);
         let shared = self.shared(&g, true);
-        let kernel = match (shared, rows) {
-            (Some(_), _) => Kernel::ForwardShared,
-            (None, true) => Kernel::ForwardRows,
-            (None, false) => Kernel::Forward,
+        let kernel = if shared.is_some() {
+            Kernel::ForwardShared
+        } else if self.rows(Kernel::ForwardRows, &g, &tensors) {
+            Kernel::ForwardRows
+        } else if self.rows(Kernel::ForwardSpan, &g, &tensors) {
+            Kernel::ForwardSpan
+        } else {
+            Kernel::Forward
         };
+        let rows = kernel.is_rows();
         let width = self.lane_width(&g, &tensors);
         // Elements per array item of each binding: the unit of binding bases.
         let items = if rows { kernel.items() } else { [width.get() as u64; 3] };

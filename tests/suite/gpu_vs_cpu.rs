@@ -109,6 +109,26 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
             Layout::ChannelsFirst,
         ),
         (InputShape::nchw(1, 2, 7, 16), PoolParams::new([2, 2]).stride([3, 3]).ceil_mode(true), Layout::ChannelsFirst),
+        // The span kernel (widths divisible by 4, W windows other than k2 s2 p0): the ResNet stem,
+        // ceil_mode, dilation, windows wider than their stride with padding 2, 1-D and 3-D.
+        (InputShape::nchw(2, 3, 9, 16), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]), Layout::ChannelsFirst),
+        (
+            InputShape::nchw(1, 2, 7, 16),
+            PoolParams::new([2, 3]).stride([2, 2]).padding([1, 0]).ceil_mode(true),
+            Layout::ChannelsFirst,
+        ),
+        (
+            InputShape::nchw(1, 3, 5, 16),
+            PoolParams::new([1, 2]).stride([1, 2]).padding([0, 1]).dilation([1, 2]),
+            Layout::ChannelsFirst,
+        ),
+        (InputShape::new(2, 2, [32]), PoolParams::new([5]).stride([2]).padding([2]), Layout::ChannelsFirst),
+        (InputShape::new(2, 2, [24]), PoolParams::new([3]).stride([3]), Layout::ChannelsFirst),
+        (
+            InputShape::new(1, 2, [4, 5, 16]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([1, 1, 1]),
+            Layout::ChannelsFirst,
+        ),
         // Kernels above 64 taps: the loops visit only real taps (RANGED_TAPS).
         (InputShape::new(1, 2, [70]), PoolParams::new([100]).padding([50]), Layout::ChannelsFirst),
         (InputShape::nchw(1, 2, 5, 50), PoolParams::new([1, 80]).stride([1, 7]).padding([0, 40]), Layout::ChannelsLast),
@@ -394,8 +414,15 @@ fn vector_kernels_match_the_scalar_ones() {
         for (shape, params) in [
             (InputShape::nchw(3, 2, 6, 16), PoolParams::new([2, 2])),
             (InputShape::new(2, 2, [3, 4, 8]), PoolParams::new([1, 2, 2]).padding([0, 1, 0])),
+            // ... and the span kernel.
+            (InputShape::nchw(2, 3, 10, 24), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1])),
+            (InputShape::new(3, 2, [32]), PoolParams::new([4]).stride([3]).padding([2]).ceil_mode(true)),
         ] {
             let spec = PoolSpec::new(shape, params);
+            let g = spec.validate().unwrap();
+            let (rows, span) =
+                (wgpool::cpu::reference::rows_eligible(&g, 4), wgpool::cpu::reference::span_eligible(&g));
+            assert!(rows || span, "{spec:?} is for neither row-blocked forward");
             let n = spec.input.numel().unwrap();
             let input = nasty_values::<f32>(&mut rng, n);
             check_case::<f32>(base, &spec, &input, 15);

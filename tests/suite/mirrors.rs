@@ -61,6 +61,13 @@ fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
         assert_bits_eq("rows values", &name, &rows_values, &values);
         assert_eq!(rows_indices, indices, "{name}: rows indices");
     }
+    if reference::span_eligible(&g) {
+        let mut span_values = vec![T::from_f32(f32::NAN); g.output_len()];
+        let mut span_indices = vec![7u32; g.output_len()];
+        reference::max_pool_forward_span(&g, &input, &mut span_values, &mut span_indices);
+        assert_bits_eq("span values", &name, &span_values, &values);
+        assert_eq!(span_indices, indices, "{name}: span indices");
+    }
     if g.tiles() && reference::rows_eligible(&g, 2) {
         let mut rows_gi = vec![T::from_f32(f32::NAN); g.input_len()];
         assert_eq!(reference::max_pool_backward_tiled_rows(&g, &grad, &indices, &mut rows_gi), 0, "{name}");
@@ -99,6 +106,47 @@ fn rows_spec(rng: &mut Rng) -> PoolSpec {
     }
     let params = PoolParams::new(kernel).stride(stride).padding(padding).dilation(dilation).ceil_mode(rng.chance(0.5));
     PoolSpec::new(InputShape::new(rng.range(1, 2), rng.range(1, 3), spatial), params)
+}
+
+/// Random channels-first geometries for the span kernel: widths divisible by 4 on both sides,
+/// W windows of every kind whose four-window span fits four items.
+fn span_spec(rng: &mut Rng) -> Option<PoolSpec> {
+    let k = rng.range(1, 5);
+    let stride = rng.range(1, 4);
+    let padding = rng.range(0, k / 2);
+    let dilation = if rng.chance(0.3) { 2 } else { 1 };
+    let ceil_mode = rng.chance(0.5);
+    // Output widths of 4 or 8: try input widths until one gives them.
+    let width = (1..=12).map(|q| 4 * q).find(|&w| {
+        let spec = PoolSpec::new(
+            InputShape::new(1, 1, [w]),
+            PoolParams::new([k]).stride([stride]).padding([padding]).dilation([dilation]).ceil_mode(ceil_mode),
+        );
+        spec.validate().is_ok_and(|g| g.axes[2].output.is_multiple_of(4) && rng.chance(0.5))
+    })?;
+    let kh = rng.range(1, 3);
+    let params = PoolParams::new([kh, k])
+        .stride([rng.range(1, 2), stride])
+        .padding([rng.range(0, kh / 2), padding])
+        .dilation([1, dilation])
+        .ceil_mode(ceil_mode);
+    let spec = PoolSpec::new(InputShape::nchw(rng.range(1, 2), rng.range(1, 3), rng.range(1, 6), width), params);
+    spec.validate().is_ok_and(|g| reference::span_eligible(&g)).then_some(spec)
+}
+
+#[test]
+fn span_mirror_equals_the_general_one() {
+    let mut rng = Rng::new(22);
+    let mut ran = 0;
+    for i in 0..2000 {
+        let Some(spec) = span_spec(&mut rng) else { continue };
+        check_mirrors::<f32>(&spec, &mut rng);
+        if i % 4 == 0 {
+            check_mirrors::<f16>(&spec, &mut rng);
+        }
+        ran += 1;
+    }
+    assert!(ran >= 200, "only {ran} span geometries");
 }
 
 #[test]

@@ -31,6 +31,8 @@ fn specialised(
 fn specs() -> Vec<PoolSpec> {
     vec![
         PoolSpec::new(InputShape::nchw(2, 3, 8, 8), PoolParams::new([2, 2])),
+        // The span kernel (overlapping W windows, widths divisible by 4).
+        PoolSpec::new(InputShape::nchw(2, 3, 9, 16), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1])),
         PoolSpec::new(
             InputShape::new(2, 3, [5, 6, 16]),
             PoolParams::new([3, 2, 2]).stride([1, 2, 2]).padding([1, 1, 0]).dilation([2, 1, 1]),
@@ -80,11 +82,7 @@ fn every_entry_point_translates_to_every_backend() {
                     continue;
                 }
                 let g = spec.validate().unwrap();
-                let rows_ok = match kernel {
-                    Kernel::BackwardRows => wgpool::cpu::reference::gather_rows_eligible(&g),
-                    _ => wgpool::cpu::reference::rows_eligible(&g, kernel.items()[1] as usize),
-                };
-                if kernel.is_rows() && (width == LaneWidth::Four || !rows_ok) {
+                if kernel.is_rows() && (width == LaneWidth::Four || !kernel.takes(&g)) {
                     continue;
                 }
                 let name = format!("{}_{}_x{}_{i}", kernel.entry_point(), dtype.name(), width.get());
