@@ -460,9 +460,9 @@ fn row_channels_last<T: Lane>(
         // 0.059 → 0.048 ms on C with batch 1, 2026-11-27.)
         let ahead = p.prefetch.div_ceil(w.stride * c * size_of::<T>());
         match c % 16 {
-            0 => blocked::<T, 16>(x, taps_scratch, w.stride, c, ahead, vals, idx),
-            8 => blocked::<T, 8>(x, taps_scratch, w.stride, c, ahead, vals, idx),
-            _ => blocked::<T, 4>(x, taps_scratch, w.stride, c, ahead, vals, idx),
+            0 => blocked_taps::<T, 16>(x, taps_scratch, w.stride, c, ahead, vals, idx),
+            8 => blocked_taps::<T, 8>(x, taps_scratch, w.stride, c, ahead, vals, idx),
+            _ => blocked_taps::<T, 4>(x, taps_scratch, w.stride, c, ahead, vals, idx),
         }
         return;
     }
@@ -478,13 +478,12 @@ fn row_channels_last<T: Lane>(
     }
 }
 
-/// Interior channels-last windows, `L` channels at a time (`c` a multiple of `L`): the best
-/// values and indices of a block stay in registers across all the window's taps. `taps` are the
-/// element offset and plane position of every tap of the first window, in scan order; window
-/// `o` is `o·stride` positions further. `ahead` > 0: the taps of window `o + ahead` are
-/// prefetched while window `o` is computed.
+/// [`blocked`] with the taps in a fixed-size array for the common window sizes (2×2 and 3×3), so
+/// that the tap loop unrolls (one bounds check and one offset load per tap instead of a loop over
+/// a slice): case C channels-last forward 0.416–0.575 → 0.393–0.542 ms on the development machine
+/// (2 threads, three in-process alternations, 6 % each time, 2026-11-27); A, B, E and G unchanged.
 #[inline(always)]
-fn blocked<T: Lane, const L: usize>(
+fn blocked_taps<T: Lane, const L: usize>(
     x: &[T],
     taps: &[(usize, u32)],
     stride: usize,
@@ -493,6 +492,29 @@ fn blocked<T: Lane, const L: usize>(
     vals: &mut [T],
     idx: &mut [u32],
 ) {
+    match taps.len() {
+        4 => blocked::<T, L>(x, <&[_; 4]>::try_from(taps).expect("4 taps"), stride, c, ahead, vals, idx),
+        9 => blocked::<T, L>(x, <&[_; 9]>::try_from(taps).expect("9 taps"), stride, c, ahead, vals, idx),
+        _ => blocked::<T, L>(x, taps, stride, c, ahead, vals, idx),
+    }
+}
+
+/// Interior channels-last windows, `L` channels at a time (`c` a multiple of `L`): the best
+/// values and indices of a block stay in registers across all the window's taps. `taps` are the
+/// element offset and plane position of every tap of the first window, in scan order; window
+/// `o` is `o·stride` positions further. `ahead` > 0: the taps of window `o + ahead` are
+/// prefetched while window `o` is computed.
+#[inline(always)]
+fn blocked<T: Lane, const L: usize>(
+    x: &[T],
+    taps: impl AsRef<[(usize, u32)]> + Copy,
+    stride: usize,
+    c: usize,
+    ahead: usize,
+    vals: &mut [T],
+    idx: &mut [u32],
+) {
+    let taps = taps.as_ref();
     let Some((&(off0, pos0), rest)) = taps.split_first() else { return };
     for (o, (v, i)) in vals.chunks_exact_mut(c).zip(idx.chunks_exact_mut(c)).enumerate() {
         let (shift, q) = (o * stride * c, (o * stride) as u32);
