@@ -1,10 +1,12 @@
 // Max-pool backward (gather) on row blocks, for channels-first tensors whose width is divisible
-// by 4: one invocation computes four adjacent elements of a grad_input row and stores them with
-// one 16-byte write. It visits each window that reaches the block once — loading its index and
-// gradient once for all four elements — instead of once per element, which is what makes the
-// general gather slow when windows overlap. Per element it is exactly the computation of
-// max_pool_backward.wgsl: the same windows in the same order, the same sums, NaN bits and
-// anchor validation.
+// by 4: one invocation computes four adjacent elements of BLOCK_ROWS adjacent grad_input rows and
+// stores each row's four with one 16-byte write. It visits each window that reaches the block
+// once — loading its index and gradient once for all the block's elements — instead of once per
+// element, which is what makes the general gather slow when windows overlap. Two rows (the
+// default where the input has them) share their windows' rows: case B (3×3/2) visits 6 windows
+// for 8 elements, against 3 for the even rows' 4 and 6 for the odd rows' 4 with one row. Per
+// element it is exactly the computation of max_pool_backward.wgsl: the same windows in the same
+// order, the same sums, NaN bits and anchor validation.
 // CPU mirror: src/cpu/max_pool_backward_rows.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -16,6 +18,12 @@
 
 // The most windows along W that reach a block of four elements.
 override BLOCK_WINDOWS_W: u32 = (3u + DIL_W * (K_W - 1u)) / S_W + 1u;
+// Rows of a block (1 or 2, the host's choice), blocks of rows of a slice (the last one may reach
+// past the input: its rows there are neither summed nor stored), and the most windows along H
+// that reach a block's rows.
+override BLOCK_ROWS: u32 = 1u;
+override ROW_BLOCKS: u32 = (IN_H + BLOCK_ROWS - 1u) / BLOCK_ROWS;
+override BLOCK_WINDOWS_H: u32 = (BLOCK_ROWS - 1u + DIL_H * (K_H - 1u)) / S_H + 1u;
 
 // Whether window (od, oh, ow) may hold `index` after a forward pass.
 fn index_valid(od: u32, oh: u32, ow: u32, index: u32) -> bool {
@@ -27,6 +35,18 @@ fn index_valid(od: u32, oh: u32, ow: u32, index: u32) -> bool {
     let id = index / (IN_W * IN_H);
     return index < IN_D * IN_H * IN_W && window_contains(axis_d(), od, id) && window_contains(axis_h(), oh, ih)
         && window_contains(axis_w(), ow, iw);
+}
+
+// Adds the gradient `g` to the lanes of a row that `hit` selects: the sum and NaN rules of
+// max_pool_backward.wgsl, four lanes.
+fn add_hits(acc: ptr<function, vec4<T>>, nan: ptr<function, vec4<T>>, has_nan: ptr<function, vec4<bool>>,
+    hit: vec4<bool>, g: vec4<T>) {
+    let g_nan = hit & is_nan4(g);
+    let sum = *acc + select(vec4<T>(0.0), g, hit & !g_nan);
+    let event = !*has_nan & (g_nan | is_nan4(sum));
+    *nan = select(*nan, select(vec4<T>(indefinite()), nan_result4(g), g_nan), event);
+    *has_nan = *has_nan | event;
+    *acc = sum;
 }
 
 @compute @workgroup_size(256)
@@ -42,30 +62,36 @@ fn max_pool_backward_rows(
     let blocks = IN_W / 4u;
     let iw = (t % blocks) * 4u;
     var q = t / blocks;
-    let ih = q % IN_H;
-    q = q / IN_H;
+    let ih = (q % ROW_BLOCKS) * BLOCK_ROWS;
+    q = q / ROW_BLOCKS;
     let id = q % IN_D;
     let group = q / IN_D;
+    // The block's last real row.
+    let ih_last = min(ih + BLOCK_ROWS - 1u, IN_H - 1u);
     let pos = vec4<u32>((id * IN_H + ih) * IN_W + iw) + vec4<u32>(0u, 1u, 2u, 3u);
+    // Row 1 takes nothing when the block has one row (or its second lies past the input).
+    let second = vec4<bool>(ih_last > ih);
     let output_base = group * (OUT_D * OUT_H * OUT_W);
 
     let d_lo = first_window(axis_d(), id);
     let d_hi = last_window(axis_d(), id);
     let h_lo = first_window(axis_h(), ih);
-    let h_hi = last_window(axis_h(), ih);
+    let h_hi = last_window(axis_h(), ih_last);
     let w_lo = first_window(axis_w(), iw);
     let w_hi = last_window(axis_w(), iw + 3u);
-    // The sum and NaN rules of max_pool_backward.wgsl, four lanes.
-    var acc = vec4<T>(0.0);
-    var nan = vec4<T>(0.0);
-    var has_nan = vec4<bool>(false);
+    var acc0 = vec4<T>(0.0);
+    var nan0 = vec4<T>(0.0);
+    var has_nan0 = vec4<bool>(false);
+    var acc1 = vec4<T>(0.0);
+    var nan1 = vec4<T>(0.0);
+    var has_nan1 = vec4<bool>(false);
     var invalid = 0u;
     for (var jd = 0u; jd < CAND_D; jd++) {
         let od = d_lo + jd;
         if od > d_hi {
             break;
         }
-        for (var jh = 0u; jh < CAND_H; jh++) {
+        for (var jh = 0u; jh < BLOCK_WINDOWS_H; jh++) {
             let oh = h_lo + jh;
             if oh > h_hi {
                 break;
@@ -79,18 +105,16 @@ fn max_pool_backward_rows(
                 let index = indices[params.bases.z + o];
                 // A lane takes this window only if its element is in the window's span, which
                 // the equality implies for valid indices (invalid ones are counted below).
-                let hit = vec4<u32>(index) == pos;
-                if any(hit) {
+                let hit0 = vec4<u32>(index) == pos;
+                let hit1 = (vec4<u32>(index) == pos + vec4<u32>(IN_W)) & second;
+                if any(hit0 | hit1) {
                     let g = vec4<T>(grad_output[params.bases.x + o]);
-                    let g_nan = hit & is_nan4(g);
-                    let sum = acc + select(vec4<T>(0.0), g, hit & !g_nan);
-                    let event = !has_nan & (g_nan | is_nan4(sum));
-                    nan = select(nan, select(vec4<T>(indefinite()), nan_result4(g), g_nan), event);
-                    has_nan = has_nan | event;
-                    acc = sum;
+                    add_hits(&acc0, &nan0, &has_nan0, hit0, g);
+                    add_hits(&acc1, &nan1, &has_nan1, hit1, g);
                 }
                 let a = anchor(axis_w(), ow);
-                if a >= iw && a < iw + 4u && ih == anchor(axis_h(), oh) && id == anchor(axis_d(), od) {
+                let a_h = anchor(axis_h(), oh);
+                if a >= iw && a < iw + 4u && a_h >= ih && a_h <= ih_last && id == anchor(axis_d(), od) {
                     invalid += select(1u, 0u, index_valid(od, oh, ow, index));
                 }
             }
@@ -100,5 +124,10 @@ fn max_pool_backward_rows(
         atomicAdd(&invalid_count[params.bases.w], invalid);
     }
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
-    grad_input[params.bases.y + t] = select(select(acc, vec4<T>(0.0), acc == vec4<T>(0.0)), nan, has_nan);
+    let item = ((group * IN_D + id) * IN_H + ih) * blocks + iw / 4u;
+    grad_input[params.bases.y + item] = select(select(acc0, vec4<T>(0.0), acc0 == vec4<T>(0.0)), nan0, has_nan0);
+    if ih_last > ih {
+        grad_input[params.bases.y + item + blocks] =
+            select(select(acc1, vec4<T>(0.0), acc1 == vec4<T>(0.0)), nan1, has_nan1);
+    }
 }

@@ -1,7 +1,7 @@
 //! CPU mirror of `shaders/max_pool_backward_rows.wgsl`: the gather on blocks of four adjacent
-//! elements of a grad_input row (channels-first, width divisible by 4). Each window reaching the
-//! block is visited once, in output order, for all four elements; per element it is the
-//! computation of `max_pool_backward.rs`.
+//! elements of [`gather_block_rows`] adjacent grad_input rows (channels-first, width divisible by
+//! 4). Each window reaching the block is visited once, in output order, for all its elements; per
+//! element it is the computation of `max_pool_backward.rs`.
 
 use super::max_pool_backward::{GradientSum, anchor, candidate_windows, index_valid};
 use crate::element::Element;
@@ -12,8 +12,19 @@ pub fn gather_rows_eligible(g: &Geometry) -> bool {
     g.groups_and_lanes().1 == 1 && g.axes[2].input.is_multiple_of(4)
 }
 
-/// One block of four elements: writes them and returns the number of invalid indices among the
-/// windows whose anchor lies in the block.
+/// Rows of a block (`BLOCK_ROWS` in the shader): two where the input has two rows or more.
+pub fn gather_block_rows(g: &Geometry) -> usize {
+    g.axes[1].input.min(2)
+}
+
+/// Invocations for `groups` planes (blocks of rows of every D slice, four columns wide).
+pub fn gather_rows_invocations(g: &Geometry, groups: usize) -> usize {
+    let [ad, ah, aw] = g.axes;
+    groups * ad.input * ah.input.div_ceil(gather_block_rows(g)) * (aw.input / 4)
+}
+
+/// One block: writes its elements and returns the number of invalid indices among the windows
+/// whose anchor lies in the block.
 pub fn max_pool_backward_rows_invocation<T: Element>(
     g: &Geometry,
     grad_output: &[T],
@@ -22,35 +33,42 @@ pub fn max_pool_backward_rows_invocation<T: Element>(
     t: usize,
 ) -> u64 {
     let [ad, ah, aw] = g.axes;
+    let rows = gather_block_rows(g);
     let blocks = aw.input / 4;
     let iw = (t % blocks) * 4;
     let q = t / blocks;
-    let ih = q % ah.input;
-    let q = q / ah.input;
+    let ih = (q % ah.input.div_ceil(rows)) * rows;
+    let q = q / ah.input.div_ceil(rows);
     let id = q % ad.input;
     let group = q / ad.input;
+    // The block's real rows.
+    let ih_last = (ih + rows - 1).min(ah.input - 1);
     let first = (id * ah.input + ih) * aw.input + iw;
     let output_base = group * g.plane_out();
 
     let (d_lo, d_hi) = candidate_windows(&ad, id);
-    let (h_lo, h_hi) = candidate_windows(&ah, ih);
+    let h_lo = candidate_windows(&ah, ih).0;
+    let h_hi = candidate_windows(&ah, ih_last).1;
     let w_lo = candidate_windows(&aw, iw).0;
     let w_hi = candidate_windows(&aw, iw + 3).1;
-    let mut sums = [GradientSum::default(); 4];
+    // sums[r][lane]: element (ih + r, iw + lane).
+    let mut sums = [[GradientSum::default(); 4]; 2];
     let mut invalid = 0;
     for od in d_lo..=d_hi {
         for oh in h_lo..=h_hi {
             for ow in w_lo..=w_hi {
                 let o = output_base + (od * ah.output + oh) * aw.output + ow;
                 let index = indices[o];
-                for (lane, sum) in sums.iter_mut().enumerate() {
-                    if index == (first + lane) as u32 {
-                        sum.add(grad_output[o]);
+                for (r, row) in sums.iter_mut().enumerate().take(ih_last - ih + 1) {
+                    for (lane, sum) in row.iter_mut().enumerate() {
+                        if index == (first + r * aw.input + lane) as u32 {
+                            sum.add(grad_output[o]);
+                        }
                     }
                 }
                 let a = anchor(&aw, ow);
                 if (iw..iw + 4).contains(&a)
-                    && ih == anchor(&ah, oh)
+                    && (ih..=ih_last).contains(&anchor(&ah, oh))
                     && id == anchor(&ad, od)
                     && !index_valid(g, (od, oh, ow), index)
                 {
@@ -60,8 +78,10 @@ pub fn max_pool_backward_rows_invocation<T: Element>(
         }
     }
     let base = group * g.plane_in() + first;
-    for (lane, sum) in sums.iter().enumerate() {
-        grad_input[base + lane] = sum.result();
+    for (r, row) in sums.iter().enumerate().take(ih_last - ih + 1) {
+        for (lane, sum) in row.iter().enumerate() {
+            grad_input[base + r * aw.input + lane] = sum.result();
+        }
     }
     invalid
 }
@@ -74,5 +94,8 @@ pub fn max_pool_backward_rows<T: Element>(
     indices: &[u32],
     grad_input: &mut [T],
 ) -> u64 {
-    (0..g.input_len() / 4).map(|t| max_pool_backward_rows_invocation(g, grad_output, indices, grad_input, t)).sum()
+    let (groups, _) = g.groups_and_lanes();
+    (0..gather_rows_invocations(g, groups))
+        .map(|t| max_pool_backward_rows_invocation(g, grad_output, indices, grad_input, t))
+        .sum()
 }

@@ -56,7 +56,8 @@ pub(crate) fn check_len(what: &str, expected: usize, found: usize) -> Result<()>
 pub mod reference {
     pub use super::max_pool_backward::{max_pool_backward, max_pool_backward_invocation};
     pub use super::max_pool_backward_rows::{
-        gather_rows_eligible, max_pool_backward_rows, max_pool_backward_rows_invocation,
+        gather_block_rows, gather_rows_eligible, gather_rows_invocations, max_pool_backward_rows,
+        max_pool_backward_rows_invocation,
     };
     pub use super::max_pool_backward_shared::{
         backward_shared_workgroups, max_pool_backward_shared, max_pool_backward_shared_workgroup,

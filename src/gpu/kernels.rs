@@ -237,6 +237,7 @@ pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec
             let [rows, columns] = tile(false);
             c.extend([("TILE_IH", rows as f64), ("TILE_IW", columns as f64)]);
         }
+        Kernel::BackwardRows => c.push(("BLOCK_ROWS", crate::cpu::reference::gather_block_rows(g) as f64)),
         _ => {}
     }
     let names: [[&'static str; 3]; 6] = [

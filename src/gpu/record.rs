@@ -464,7 +464,10 @@ impl Context {
             let (b_cnt, base_cnt) = self.binding(&TensorArg { group_bytes: 4, ..counter }, counter_chunk, 1);
             // Invocations: one per item of grad_output (scatter) or grad_input (gather).
             let outputs = chunk.groups as u64 * out_group / items[0];
-            let inputs = chunk.groups as u64 * in_group / items[2];
+            let inputs = match kernel {
+                Kernel::BackwardRows => crate::cpu::reference::gather_rows_invocations(&g, chunk.groups) as u64,
+                _ => chunk.groups as u64 * in_group / items[2],
+            };
             let params = ParamsUniform {
                 counts: [outputs as u32, inputs as u32, 0, 0],
                 bases: [base_go, base_gi, base_idx, base_cnt],
