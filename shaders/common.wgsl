@@ -177,3 +177,27 @@ fn candidate_windows(a: Axis, i: u32) -> vec2<u32> {
 fn anchor(a: Axis, o: u32) -> u32 {
     return max(o * a.stride, a.padding) - a.padding;
 }
+
+// Per lane: whether window (od, oh, ow) may hold `index` after a forward pass with this geometry.
+fn index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
+    // -1 only where the window holds padding only.
+    let padding_only = !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
+    let iw = index % IN_W;
+    let ih = (index / IN_W) % IN_H;
+    let id = index / (IN_W * IN_H);
+    let inside = (index < I(IN_D * IN_H * IN_W)) & window_contains(axis_d(), od, id) & window_contains(axis_h(), oh, ih)
+        & window_contains(axis_w(), ow, iw);
+    return select(inside, B(padding_only), index == I(NO_INDEX));
+}
+
+// Adds the gradient `g` to the lanes of an element sum that `hit` selects: the sum and NaN rules
+// of max_pool_backward.wgsl, four lanes (the row-block and cell gathers).
+fn add_hits(acc: ptr<function, vec4<T>>, nan: ptr<function, vec4<T>>, has_nan: ptr<function, vec4<bool>>,
+    hit: vec4<bool>, g: vec4<T>) {
+    let g_nan = hit & is_nan4(g);
+    let sum = *acc + select(vec4<T>(0.0), g, hit & !g_nan);
+    let event = !*has_nan & (g_nan | is_nan4(sum));
+    *nan = select(*nan, select(vec4<T>(indefinite()), nan_result4(g), g_nan), event);
+    *has_nan = *has_nan | event;
+    *acc = sum;
+}

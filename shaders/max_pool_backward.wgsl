@@ -13,18 +13,6 @@
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
-// Per lane: whether window (od, oh, ow) may hold `index` after a forward pass with this geometry.
-fn index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
-    // -1 only where the window holds padding only.
-    let padding_only = !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
-    let iw = index % IN_W;
-    let ih = (index / IN_W) % IN_H;
-    let id = index / (IN_W * IN_H);
-    let inside = (index < I(IN_D * IN_H * IN_W)) & window_contains(axis_d(), od, id) & window_contains(axis_h(), oh, ih)
-        & window_contains(axis_w(), ow, iw);
-    return select(inside, B(padding_only), index == I(NO_INDEX));
-}
-
 @compute @workgroup_size(256)
 fn max_pool_backward(
     @builtin(workgroup_id) workgroup: vec3<u32>,

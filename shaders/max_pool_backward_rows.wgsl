@@ -25,30 +25,6 @@ override BLOCK_ROWS: u32 = 1u;
 override ROW_BLOCKS: u32 = (IN_H + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 override BLOCK_WINDOWS_H: u32 = (BLOCK_ROWS - 1u + DIL_H * (K_H - 1u)) / S_H + 1u;
 
-// Whether window (od, oh, ow) may hold `index` after a forward pass.
-fn index_valid(od: u32, oh: u32, ow: u32, index: u32) -> bool {
-    if index == NO_INDEX {
-        return !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
-    }
-    let iw = index % IN_W;
-    let ih = (index / IN_W) % IN_H;
-    let id = index / (IN_W * IN_H);
-    return index < IN_D * IN_H * IN_W && window_contains(axis_d(), od, id) && window_contains(axis_h(), oh, ih)
-        && window_contains(axis_w(), ow, iw);
-}
-
-// Adds the gradient `g` to the lanes of a row that `hit` selects: the sum and NaN rules of
-// max_pool_backward.wgsl, four lanes.
-fn add_hits(acc: ptr<function, vec4<T>>, nan: ptr<function, vec4<T>>, has_nan: ptr<function, vec4<bool>>,
-    hit: vec4<bool>, g: vec4<T>) {
-    let g_nan = hit & is_nan4(g);
-    let sum = *acc + select(vec4<T>(0.0), g, hit & !g_nan);
-    let event = !*has_nan & (g_nan | is_nan4(sum));
-    *nan = select(*nan, select(vec4<T>(indefinite()), nan_result4(g), g_nan), event);
-    *has_nan = *has_nan | event;
-    *acc = sum;
-}
-
 @compute @workgroup_size(256)
 fn max_pool_backward_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,

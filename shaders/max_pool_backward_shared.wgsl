@@ -27,7 +27,7 @@ var<workgroup> tile_index: array<u32, SHARED_CAPACITY>;
 var<workgroup> tile_grad: array<T, SHARED_CAPACITY>;
 
 // Whether window (oh, ow) may hold `index` after a forward pass (the D axis is trivial).
-fn index_valid(oh: u32, ow: u32, index: u32) -> bool {
+fn index_valid_hw(oh: u32, ow: u32, index: u32) -> bool {
     if index == NO_INDEX {
         return !(window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
     }
@@ -109,7 +109,7 @@ fn max_pool_backward_shared(
             }
             if ih == anchor(axis_h(), oh) && iw == anchor(axis_w(), ow) {
                 let in_slice = index == NO_INDEX || (index >= depth && index < depth + IN_H * IN_W);
-                invalid += select(1u, 0u, in_slice && index_valid(oh, ow, index));
+                invalid += select(1u, 0u, in_slice && index_valid_hw(oh, ow, index));
             }
         }
     }

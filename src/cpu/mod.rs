@@ -6,11 +6,13 @@
 //!   (`max_pool_forward.rs` ↔ `shaders/max_pool_forward.wgsl`, `max_pool_backward.rs` ↔
 //!   `shaders/max_pool_backward.wgsl`, `max_pool_backward_tiled.rs` ↔
 //!   `shaders/max_pool_backward_tiled.wgsl`, the row-blocked `*_rows.rs` ↔ `shaders/*_rows.wgsl`
-//!   and `max_pool_forward_span.rs` ↔ `shaders/max_pool_forward_span.wgsl`, and the workgroup-memory tiles `*_shared.rs` ↔ `shaders/*_shared.wgsl`).
+//!   and `max_pool_forward_span.rs` ↔ `shaders/max_pool_forward_span.wgsl`,
+//!   `max_pool_backward_cells.rs` ↔ `shaders/max_pool_backward_cells.wgsl`, and the workgroup-memory tiles `*_shared.rs` ↔ `shaders/*_shared.wgsl`).
 //!   Every other result is checked against it.
 
 mod fast;
 mod max_pool_backward;
+mod max_pool_backward_cells;
 mod max_pool_backward_rows;
 mod max_pool_backward_shared;
 mod max_pool_backward_tiled;
@@ -55,6 +57,9 @@ pub(crate) fn check_len(what: &str, expected: usize, found: usize) -> Result<()>
 /// The simple reference implementation that mirrors the shaders.
 pub mod reference {
     pub use super::max_pool_backward::{max_pool_backward, max_pool_backward_invocation};
+    pub use super::max_pool_backward_cells::{
+        cell_size, cells_eligible, cells_invocations, max_pool_backward_cells, max_pool_backward_cells_invocation,
+    };
     pub use super::max_pool_backward_rows::{
         gather_block_rows, gather_rows_eligible, gather_rows_invocations, max_pool_backward_rows,
         max_pool_backward_rows_invocation,

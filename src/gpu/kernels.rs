@@ -29,6 +29,8 @@ pub const FORWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_forwa
 pub const BACKWARD_SHARED_WGSL: &str = include_str!("../../shaders/max_pool_backward_shared.wgsl");
 /// `shaders/max_pool_forward_span.wgsl`.
 pub const FORWARD_SPAN_WGSL: &str = include_str!("../../shaders/max_pool_forward_span.wgsl");
+/// `shaders/max_pool_backward_cells.wgsl`.
+pub const BACKWARD_CELLS_WGSL: &str = include_str!("../../shaders/max_pool_backward_cells.wgsl");
 /// `shaders/max_pool_backward_tiled_rows.wgsl`.
 pub const BACKWARD_TILED_ROWS_WGSL: &str = include_str!("../../shaders/max_pool_backward_tiled_rows.wgsl");
 
@@ -57,11 +59,14 @@ pub enum Kernel {
     ForwardSpan,
     /// `max_pool_backward_shared`: the gather from window data in workgroup memory.
     BackwardShared,
+    /// `max_pool_backward_cells`: the gather on cells of 2×2 positions, four channels per
+    /// invocation (channels-last, lane width 4 only).
+    BackwardCells,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Forward,
         Kernel::Backward,
         Kernel::BackwardTiled,
@@ -71,6 +76,7 @@ impl Kernel {
         Kernel::ForwardShared,
         Kernel::BackwardShared,
         Kernel::ForwardSpan,
+        Kernel::BackwardCells,
     ];
 
     /// The entry point's name (also the `.wgsl` file's stem).
@@ -85,6 +91,7 @@ impl Kernel {
             Kernel::ForwardShared => "max_pool_forward_shared",
             Kernel::BackwardShared => "max_pool_backward_shared",
             Kernel::ForwardSpan => "max_pool_forward_span",
+            Kernel::BackwardCells => "max_pool_backward_cells",
         }
     }
 
@@ -99,6 +106,7 @@ impl Kernel {
             Kernel::ForwardShared => FORWARD_SHARED_WGSL,
             Kernel::BackwardShared => BACKWARD_SHARED_WGSL,
             Kernel::ForwardSpan => FORWARD_SPAN_WGSL,
+            Kernel::BackwardCells => BACKWARD_CELLS_WGSL,
         }
     }
 
@@ -238,6 +246,10 @@ pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec
             c.extend([("TILE_IH", rows as f64), ("TILE_IW", columns as f64)]);
         }
         Kernel::BackwardRows => c.push(("BLOCK_ROWS", crate::cpu::reference::gather_block_rows(g) as f64)),
+        Kernel::BackwardCells => {
+            let [rows, columns] = crate::cpu::reference::cell_size(g);
+            c.extend([("CELL_H", rows as f64), ("CELL_W", columns as f64)]);
+        }
         _ => {}
     }
     let names: [[&'static str; 3]; 6] = [

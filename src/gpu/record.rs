@@ -448,6 +448,8 @@ impl Context {
             Kernel::BackwardShared
         } else if self.rows(Kernel::BackwardRows, &g, &tensors) {
             Kernel::BackwardRows
+        } else if self.lane_width(&g, &tensors) == LaneWidth::Four {
+            Kernel::BackwardCells
         } else {
             Kernel::Backward
         };
@@ -466,6 +468,7 @@ impl Context {
             let outputs = chunk.groups as u64 * out_group / items[0];
             let inputs = match kernel {
                 Kernel::BackwardRows => crate::cpu::reference::gather_rows_invocations(&g, chunk.groups) as u64,
+                Kernel::BackwardCells => crate::cpu::reference::cells_invocations(&g, chunk.groups) as u64,
                 _ => chunk.groups as u64 * in_group / items[2],
             };
             let params = ParamsUniform {
@@ -486,7 +489,7 @@ impl Context {
                     dispatch_grid(tiles, max)?
                 }
                 None => {
-                    let gather = matches!(kernel, Kernel::Backward | Kernel::BackwardRows);
+                    let gather = matches!(kernel, Kernel::Backward | Kernel::BackwardRows | Kernel::BackwardCells);
                     let invocations = if gather { inputs } else { outputs };
                     bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
                     dispatch_size(invocations, max)?

@@ -182,23 +182,28 @@ fn invalid_indices_are_counted_on_the_gpu_like_on_the_cpu() {
             }
             case.pass();
         }
-        // The row-block gather (two rows a block, the last block of an odd height one row): every
-        // window's index spoiled in turn, so that each is counted once, by the block holding
-        // its anchor, whichever row of the block that is.
-        let rows = PoolSpec::new(InputShape::nchw(1, 2, 7, 8), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]));
+        // The row-block gather (two rows a block, the last block of an odd height one row) and
+        // the cell gather (2×2 cells, channels-last, odd height and width): every window's index
+        // spoiled in turn, so that each is counted once, by the block or cell holding its
+        // anchor, whichever of its positions that is.
+        let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+        let rows = PoolSpec::new(InputShape::nchw(1, 2, 7, 8), k3.clone());
+        let cells = PoolSpec::new(InputShape::nchw(1, 4, 7, 5), k3).layout(Layout::ChannelsLast);
         assert!(cpu::reference::gather_rows_eligible(&rows.validate().unwrap()));
-        let case = Case::start(ctx);
-        let n = rows.input.numel().unwrap();
-        let pooled = cpu::reference::forward(&rows, &nasty_values::<f32>(&mut rng, n)).unwrap();
-        let grad = gradients::<f32>(&mut rng, pooled.values.len());
-        for at in 0..pooled.indices.len() {
-            let mut indices = pooled.indices.clone();
-            indices[at] = indices[at].wrapping_add([17, 1, 8][at % 3]);
-            let want = cpu::reference::backward(&rows, &grad, &indices);
-            let got = ctx.backward(&rows, &grad, &indices);
-            assert_eq!(got.map(|_| ()), want.map(|_| ()), "[{}] output {at}", ctx.describe());
+        for spec in [&rows, &cells] {
+            let case = Case::start(ctx);
+            let n = spec.input.numel().unwrap();
+            let pooled = cpu::reference::forward(spec, &nasty_values::<f32>(&mut rng, n)).unwrap();
+            let grad = gradients::<f32>(&mut rng, pooled.values.len());
+            for at in 0..pooled.indices.len() {
+                let mut indices = pooled.indices.clone();
+                indices[at] = indices[at].wrapping_add([17, 1, 8][at % 3]);
+                let want = cpu::reference::backward(spec, &grad, &indices);
+                let got = ctx.backward(spec, &grad, &indices);
+                assert_eq!(got.map(|_| ()), want.map(|_| ()), "[{}] {spec:?} output {at}", ctx.describe());
+            }
+            case.pass();
         }
-        case.pass();
     }
 }
 

@@ -61,6 +61,19 @@ fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
         assert_bits_eq("rows values", &name, &rows_values, &values);
         assert_eq!(rows_indices, indices, "{name}: rows indices");
     }
+    if reference::cells_eligible(&g) && !g.tiles() {
+        let mut cells_gi = vec![T::from_f32(f32::NAN); g.input_len()];
+        assert_eq!(reference::max_pool_backward_cells(&g, &grad, &indices, &mut cells_gi), 0, "{name}");
+        assert_bits_eq("cell gather grad_input", &name, &cells_gi, &gather);
+        let mut bad = indices.clone();
+        let n = bad.len();
+        for k in [0, n / 3, n / 2 + 1, n - 1] {
+            bad[k] = bad[k].wrapping_add(1 + k as u32 % 4);
+        }
+        let mut scratch = vec![T::ZERO; g.input_len()];
+        let want = reference::max_pool_backward(&g, &grad, &bad, &mut scratch);
+        assert_eq!(reference::max_pool_backward_cells(&g, &grad, &bad, &mut scratch), want, "{name}: invalid count");
+    }
     if reference::span_eligible(&g) {
         let mut span_values = vec![T::from_f32(f32::NAN); g.output_len()];
         let mut span_indices = vec![7u32; g.output_len()];
@@ -132,6 +145,27 @@ fn span_spec(rng: &mut Rng) -> Option<PoolSpec> {
         .ceil_mode(ceil_mode);
     let spec = PoolSpec::new(InputShape::nchw(rng.range(1, 2), rng.range(1, 3), rng.range(1, 6), width), params);
     spec.validate().is_ok_and(|g| reference::span_eligible(&g)).then_some(spec)
+}
+
+#[test]
+fn cell_mirror_equals_the_general_one() {
+    let mut rng = Rng::new(23);
+    let mut ran = 0;
+    while ran < 150 {
+        let mut spec = random_spec(&mut rng, 9);
+        spec.layout = Layout::ChannelsLast;
+        spec.input.channels = 4 * rng.range(1, 3);
+        let Ok(g) = spec.validate() else { continue };
+        if g.tiles() {
+            continue;
+        }
+        assert!(reference::cells_eligible(&g), "{spec:?}");
+        check_mirrors::<f32>(&spec, &mut rng);
+        if ran % 5 == 0 {
+            check_mirrors::<f16>(&spec, &mut rng);
+        }
+        ran += 1;
+    }
 }
 
 #[test]
