@@ -755,14 +755,7 @@ fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
     let u = p.units();
     let a = u.axis;
     let c = p.lanes;
-    let in_units = p.groups * a.input;
-    let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, gi), in_units)).collect();
-    let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
-    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
-        let e0 = range.start * u.in_len;
-        let (first, last) = (range.start, range.end - 1);
-        let v_lo = first / a.input * a.output + window_range(&a, first % a.input).0;
-        let v_hi = last / a.input * a.output + window_range(&a, last % a.input).1 + 1;
+    input_unit_tasks(p, go, gi, |v_lo, v_hi, gi, e0| {
         // Channels-last, 8 or 16 channels at a time: case B channels-last backward 10.3 → 8.0–8.7 ms
         // on the development machine (2 threads, alternating runs, 2026-11-27).
         if c.is_multiple_of(8) {
@@ -800,6 +793,29 @@ fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
     });
 }
 
+/// Cuts `gi` into tasks of contiguous input units (see [`Plan::units`]) and runs
+/// `task(v_lo, v_hi, gi, e0)` for each on its piece of `gi`, which starts at element `e0`:
+/// output units `v_lo..v_hi` are those whose windows can reach the piece. Returns the sum of what
+/// the tasks return.
+fn input_unit_tasks<T: Lane>(
+    p: &Plan,
+    go: &[T],
+    gi: &mut [T],
+    task: impl Fn(usize, usize, &mut [T], usize) -> u64 + Sync + Send,
+) -> u64 {
+    let u = p.units();
+    let a = u.axis;
+    let in_units = p.groups * a.input;
+    let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, gi), in_units)).collect();
+    let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
+    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
+        let (first, last) = (range.start, range.end - 1);
+        let v_lo = first / a.input * a.output + window_range(&a, first % a.input).0;
+        let v_hi = last / a.input * a.output + window_range(&a, last % a.input).1 + 1;
+        task(v_lo, v_hi, gi, range.start * u.in_len)
+    })
+}
+
 /// Whether [`checked_scatter`] applies: channels-first, undilated W windows, and a real tap on
 /// every axis in every window (so that −1 is never a valid index).
 pub(super) fn checked_scatter_eligible(p: &Plan) -> bool {
@@ -823,15 +839,7 @@ pub(super) fn checked_scatter_eligible(p: &Plan) -> bool {
 /// alternating with PyTorch's 7.0–7.4 ms, 2026-11-27).
 fn checked_scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
     let u = p.units();
-    let a = u.axis;
-    let in_units = p.groups * a.input;
-    let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, gi), in_units)).collect();
-    let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
-    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
-        let e0 = range.start * u.in_len;
-        let (first, last) = (range.start, range.end - 1);
-        let v_lo = first / a.input * a.output + window_range(&a, first % a.input).0;
-        let v_hi = last / a.input * a.output + window_range(&a, last % a.input).1 + 1;
+    input_unit_tasks(p, go, gi, |v_lo, v_hi, gi, e0| {
         let rows = (v_lo * u.out_rows, (v_hi * u.out_rows).max(v_lo * u.out_rows));
         checked_scatter_task::dispatch(p.isa, p, rows.0, rows.1, go, idx, gi, e0)
     })
