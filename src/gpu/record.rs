@@ -438,6 +438,7 @@ impl Context {
         }
         let chunks = self.plan(&g, &tensors)?;
         let shared = if g.tiles() { None } else { self.shared(&g, false) };
+        let width = self.lane_width(&g, &tensors);
         let kernel = if g.tiles() {
             if self.rows(Kernel::BackwardTiledRows, &g, &tensors) {
                 Kernel::BackwardTiledRows
@@ -448,13 +449,12 @@ impl Context {
             Kernel::BackwardShared
         } else if self.rows(Kernel::BackwardRows, &g, &tensors) {
             Kernel::BackwardRows
-        } else if self.lane_width(&g, &tensors) == LaneWidth::Four {
+        } else if width == LaneWidth::Four {
             Kernel::BackwardCells
         } else {
             Kernel::Backward
         };
         let rows = kernel.is_rows();
-        let width = self.lane_width(&g, &tensors);
         let items = if rows { kernel.items() } else { [width.get() as u64; 3] };
         let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
