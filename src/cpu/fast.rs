@@ -30,9 +30,11 @@
 //!
 //! The kernels are plain, safe slice code that LLVM vectorises. On x86-64 each task body is also
 //! compiled for AVX2 and for AVX-512 and picked at run time ([`multiversion!`], [`Isa`]): the
-//! call of those `#[target_feature]` builds, after `is_x86_feature_detected!`, is one of the four
+//! call of those `#[target_feature]` builds, after `is_x86_feature_detected!`, is one of the five
 //! `unsafe` uses of the CPU path (the others: `madvise` for huge pages in [`huge_pages`], the
-//! non-temporal stores of [`stream`], and the prefetch hints of [`lane::prefetch`]). It is there
+//! non-temporal stores of [`stream`], the prefetch hints of [`lane::prefetch`], and the
+//! allocating calls' vectors, which the tasks zero themselves instead of `calloc`, in [`dest`]).
+//! It is there
 //! because it measurably matters against PyTorch, whose CPU kernels use AVX2 or AVX-512 where
 //! they can: on the development machine (2-core AMD EPYC,
 //! AVX-512) AVX2 took case C channels-last forward from 2.5 ms to 1.2 ms, E channels-last from
@@ -41,11 +43,14 @@
 //! `avx2` or `avx512` caps the choice, for comparisons.
 
 mod backward;
+mod dest;
 mod forward;
 mod lane;
 mod stream;
 
 use half::f16;
+
+use dest::{Dest, fresh_vec};
 
 use super::{Pooled, check_backward_lens, check_len};
 use crate::element::{DType, Element};
@@ -56,10 +61,11 @@ use crate::params::{Axis, Geometry, PoolSpec};
 pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
     let g = spec.validate()?;
     check_len("input", g.input_len(), input.len())?;
-    let mut out = Pooled { values: zeroed(g.output_len()), indices: vec![0; g.output_len()] };
-    huge_pages(&out.indices);
-    run_forward(&g, input, &mut out.values, &mut out.indices, Isa::for_geometry(&g));
-    Ok(out)
+    let isa = Isa::for_geometry(&g);
+    let (values, indices) = fresh_vec(g.output_len(), |values| {
+        fresh_vec(g.output_len(), |indices| run_forward(&g, input, values, indices, isa)).0
+    });
+    Ok(Pooled { values, indices })
 }
 
 /// Forward pass into caller-provided buffers (every element is overwritten).
@@ -68,7 +74,7 @@ pub fn forward_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T], 
     check_len("input", g.input_len(), input.len())?;
     check_len("values", g.output_len(), values.len())?;
     check_len("indices", g.output_len(), indices.len())?;
-    run_forward(&g, input, values, indices, Isa::for_geometry(&g));
+    run_forward(&g, input, Dest::Init(values), Dest::Init(indices), Isa::for_geometry(&g));
     Ok(())
 }
 
@@ -76,10 +82,10 @@ pub fn forward_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T], 
 pub fn backward<T: Element>(spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>> {
     let g = spec.validate()?;
     check_backward_lens(&g, grad_output.len(), indices.len())?;
-    let mut grad_input = zeroed(g.input_len());
-    match run_backward(&g, grad_output, indices, &mut grad_input, Isa::for_geometry(&g)) {
-        0 => Ok(grad_input),
-        count => Err(Error::InvalidIndices { count }),
+    let isa = Isa::for_geometry(&g);
+    match fresh_vec(g.input_len(), |grad_input| run_backward(&g, grad_output, indices, grad_input, isa)) {
+        (grad_input, 0) => Ok(grad_input),
+        (_, count) => Err(Error::InvalidIndices { count }),
     }
 }
 
@@ -94,7 +100,7 @@ pub fn backward_into<T: Element>(
     let g = spec.validate()?;
     check_backward_lens(&g, grad_output.len(), indices.len())?;
     check_len("grad_input", g.input_len(), grad_input.len())?;
-    match run_backward(&g, grad_output, indices, grad_input, Isa::for_geometry(&g)) {
+    match run_backward(&g, grad_output, indices, Dest::Init(grad_input), Isa::for_geometry(&g)) {
         0 => Ok(()),
         count => Err(Error::InvalidIndices { count }),
     }
@@ -102,8 +108,8 @@ pub fn backward_into<T: Element>(
 
 /// Dispatches on the element type: the kernels are written for [`lane::Lane`], which `Element`
 /// (sealed, f32 or f16) cannot name, so the slices are reinterpreted as what they are.
-fn run_forward<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices: &mut [u32], isa: Isa) {
-    use bytemuck::{cast_slice, cast_slice_mut};
+fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: Dest<u32>, isa: Isa) {
+    use bytemuck::cast_slice;
     // Nothing to compute (an empty batch): no plan, whose tables grow with the plane.
     if g.output_len() == 0 {
         return;
@@ -115,8 +121,7 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices:
     // and channels-last G 38 → 50 ms, A 4.1 → 4.5 ms: only exactly tiled channels-first windows
     // of several input rows stream.
     let rows_per_window = g.axes[0].kernel * g.axes[1].kernel;
-    p.stream =
-        p.lanes == 1 && p.exact_tiling() && rows_per_window > 1 && streams(size_of_val(values) + size_of_val(indices));
+    p.stream = p.lanes == 1 && p.exact_tiling() && rows_per_window > 1 && streams(values.len() * (size_of::<T>() + 4));
     // Measured on the development machine (2 threads, 2026-11-27, runs alternating in one
     // process): prefetching 2 KiB ahead took channels-last case A forward 3.85 → 3.26 ms, B 4.97
     // → 3.89, C 1.03 → 0.82, G 37.1 → 35.3 (1.5–3 KiB all gained), but E (6.4 MB input, mostly
@@ -126,14 +131,14 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: &mut [T], indices:
         p.prefetch = PREFETCH_AHEAD;
     }
     match T::DTYPE {
-        DType::F32 => forward::run::<f32>(&p, cast_slice(input), cast_slice_mut(values), indices),
-        DType::F16 => forward::run::<f16>(&p, cast_slice(input), cast_slice_mut(values), indices),
+        DType::F32 => forward::run::<f32>(&p, cast_slice(input), values.cast(), indices),
+        DType::F16 => forward::run::<f16>(&p, cast_slice(input), values.cast(), indices),
     }
 }
 
 /// Returns the number of invalid indices.
-fn run_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], grad_input: &mut [T], isa: Isa) -> u64 {
-    use bytemuck::{cast_slice, cast_slice_mut};
+fn run_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], grad_input: Dest<T>, isa: Isa) -> u64 {
+    use bytemuck::cast_slice;
     if g.input_len() == 0 {
         return 0;
     }
@@ -141,8 +146,8 @@ fn run_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &[u32], gr
     // backward 52 → 95 ms on the development machine, 2026-11-27; it does not stream.)
     let p = Plan::new(g, isa);
     match T::DTYPE {
-        DType::F32 => backward::run::<f32>(g, &p, cast_slice(grad_output), indices, cast_slice_mut(grad_input)),
-        DType::F16 => backward::run::<f16>(g, &p, cast_slice(grad_output), indices, cast_slice_mut(grad_input)),
+        DType::F32 => backward::run::<f32>(g, &p, cast_slice(grad_output), indices, grad_input.cast()),
+        DType::F16 => backward::run::<f16>(g, &p, cast_slice(grad_output), indices, grad_input.cast()),
     }
 }
 
@@ -168,24 +173,6 @@ fn streams(bytes: usize) -> bool {
         return bytes >= threshold;
     }
     bytes >= stream::THRESHOLD
-}
-
-/// A vector of +0.0 from `calloc`: large ones are fresh pages that nothing touches before the
-/// kernels write them, in parallel (a fill here would fault every page in on this thread first).
-/// `vec![T::ZERO; n]` gets `calloc` for f32 (the standard library specialises zero `f32`s) but
-/// not for `half::f16`, which goes through `u16`. Large ones get [`huge_pages`].
-fn zeroed<T: Element>(n: usize) -> Vec<T> {
-    use half::vec::HalfBitsVecExt;
-    use std::any::Any;
-    let v = match T::DTYPE {
-        DType::F32 => vec![T::ZERO; n],
-        DType::F16 => {
-            let v: Vec<f16> = vec![0u16; n].reinterpret_into();
-            *(Box::new(v) as Box<dyn Any>).downcast::<Vec<T>>().expect("DType::F16 is f16")
-        }
-    };
-    huge_pages(&v);
-    v
 }
 
 /// Asks Linux to back a large fresh allocation with transparent huge pages
@@ -552,13 +539,13 @@ fn run_tasks<I: Send>(tasks: Vec<I>, f: impl Fn(I) -> u64 + Sync + Send) -> u64 
     tasks.into_iter().map(f).sum()
 }
 
-/// Cuts `slice` into consecutive pieces of the given lengths.
-fn split_lengths<T>(mut slice: &mut [T], lengths: impl IntoIterator<Item = usize>) -> Vec<&mut [T]> {
+/// Cuts `dest` into consecutive pieces of the given lengths.
+fn split_lengths<T: bytemuck::Pod>(mut dest: Dest<T>, lengths: impl IntoIterator<Item = usize>) -> Vec<Dest<T>> {
     let mut pieces = vec![];
     for len in lengths {
-        let (head, tail) = std::mem::take(&mut slice).split_at_mut(len);
+        let (head, tail) = dest.split_at(len);
         pieces.push(head);
-        slice = tail;
+        dest = tail;
     }
     pieces
 }
@@ -578,16 +565,35 @@ mod tests {
     }
 
     /// `run_forward` with `isa` over poisoned outputs against the reference's `want`.
-    /// Runs the forward twice: as it chooses, then prefetching whatever the input's size.
+    /// Runs the forward three times: as it chooses, then prefetching whatever the input's size,
+    /// then into fresh vectors (as the allocating `forward` does).
     fn assert_forward(g: &Geometry, input: &[f32], want: &Pooled<f32>, isa: Isa, context: &str) {
         for force in [false, true] {
             FORCE_PREFETCH.set(force);
             let (mut values, mut indices) = (vec![f32::NAN; g.output_len()], vec![7; g.output_len()]);
-            run_forward(g, input, &mut values, &mut indices, isa);
+            run_forward(g, input, Dest::Init(&mut values), Dest::Init(&mut indices), isa);
             FORCE_PREFETCH.set(false);
             assert_eq!(bits(&values), bits(&want.values), "{context}, prefetch forced: {force}");
             assert_eq!(indices, want.indices, "{context}, prefetch forced: {force}");
         }
+        let n = g.output_len();
+        let (values, indices) = fresh_vec(n, |v| fresh_vec(n, |i| run_forward(g, input, v, i, isa)).0);
+        assert_eq!(bits(&values), bits(&want.values), "{context}, fresh vectors");
+        assert_eq!(indices, want.indices, "{context}, fresh vectors");
+    }
+
+    /// `run_backward` with `isa` into a poisoned buffer, and again into a fresh vector (as the
+    /// allocating `backward` does), which must agree: the count, and the bits when it is 0.
+    /// Returns the first result and the count.
+    fn backward_twice(g: &Geometry, grad: &[f32], idx: &[u32], isa: Isa, context: &str) -> (Vec<f32>, u64) {
+        let mut gi = vec![f32::NAN; g.input_len()];
+        let invalid = run_backward(g, grad, idx, Dest::Init(&mut gi), isa);
+        let (fresh, fresh_invalid) = fresh_vec(g.input_len(), |d| run_backward(g, grad, idx, d, isa));
+        assert_eq!(fresh_invalid, invalid, "{context}, fresh vector");
+        if invalid == 0 {
+            assert_eq!(bits(&fresh), bits(&gi), "{context}, fresh vector");
+        }
+        (gi, invalid)
     }
 
     /// A seeded generator of numbers in `0..n` (an LCG), for the random test data.
@@ -648,9 +654,12 @@ mod tests {
         }
     }
 
-    /// The `_into` variants overwrite whatever the buffers held (the scatter zeroes its blocks).
+    /// The `_into` variants overwrite whatever the buffers held (the scatter zeroes its blocks),
+    /// and the allocating calls, which write into vectors that no one zeroed first (see
+    /// `dest.rs`; small enough for Miri: `cargo +nightly miri test --lib buffers`), give the same
+    /// results, and the same count of spoiled indices.
     #[test]
-    fn into_variants_overwrite_the_buffers() {
+    fn into_and_allocating_variants_fill_their_buffers() {
         use crate::params::Layout;
         let k2 = PoolParams::new([2, 2]);
         let overlapping = PoolParams::new([3, 3]).stride([1, 2]).padding([1, 1]);
@@ -667,6 +676,13 @@ mod tests {
                 let mut grad_input = vec![f32::NAN; g.input_len()];
                 backward_into(&spec, &values, &indices, &mut grad_input).unwrap();
                 assert_eq!(grad_input, want, "{spec:?}");
+                let pooled = forward(&spec, &input).unwrap();
+                assert_eq!((&pooled.values, &pooled.indices), (&values, &indices), "{spec:?}");
+                assert_eq!(backward(&spec, &values, &indices).unwrap(), want, "{spec:?}");
+                let mut spoiled = indices.clone();
+                spoiled[g.output_len() / 2] = u32::MAX - 1;
+                let want = super::super::reference::backward(&spec, &values, &spoiled).unwrap_err();
+                assert_eq!(backward(&spec, &values, &spoiled).unwrap_err().to_string(), want.to_string(), "{spec:?}");
             }
         }
     }
@@ -703,8 +719,9 @@ mod tests {
             let want_gi = super::super::reference::backward(&spec, &grad_output, &want.indices).unwrap();
             for isa in Isa::available() {
                 assert_forward(&g, &input, &want, isa, &format!("{isa:?} {spec:?}"));
-                let mut grad_input = vec![f32::NAN; g.input_len()];
-                assert_eq!(run_backward(&g, &grad_output, &want.indices, &mut grad_input, isa), 0);
+                let (grad_input, invalid) =
+                    backward_twice(&g, &grad_output, &want.indices, isa, &format!("{isa:?} {spec:?}"));
+                assert_eq!(invalid, 0, "{isa:?} {spec:?}");
                 assert_eq!(bits(&grad_input), bits(&want_gi), "{isa:?} {spec:?}");
             }
         }
@@ -754,8 +771,7 @@ mod tests {
                 }
                 for idx in [&want.indices, &spoiled] {
                     let reference = super::super::reference::backward(spec, &grad, idx);
-                    let mut gi = vec![f32::NAN; g.input_len()];
-                    let invalid = run_backward(&g, &grad, idx, &mut gi, isa);
+                    let (gi, invalid) = backward_twice(&g, &grad, idx, isa, &format!("{isa:?} {spec:?}"));
                     match reference {
                         Ok(want_gi) => {
                             assert_eq!(invalid, 0, "{isa:?} {spec:?}");
@@ -827,8 +843,7 @@ mod tests {
                 }
                 let reference = super::super::reference::backward(spec, &grad, &idx);
                 for isa in Isa::available() {
-                    let mut gi = vec![f32::NAN; g.input_len()];
-                    let invalid = run_backward(&g, &grad, &idx, &mut gi, isa);
+                    let (gi, invalid) = backward_twice(&g, &grad, &idx, isa, &format!("{isa:?} {spec:?}"));
                     match &reference {
                         Ok(want_gi) => {
                             assert_eq!(invalid, 0, "{isa:?} {spec:?} spoil {spoil}");
@@ -870,8 +885,8 @@ mod tests {
                 // Backward: tiled rows tap by tap over all channels, or the scatter across them.
                 let grad: Vec<f32> = (0..g.output_len()).map(|_| [1.0, -0.0, f32::INFINITY, 2.5][next(4)]).collect();
                 let want_gi = super::super::reference::backward(&spec, &grad, &want.indices).unwrap();
-                let mut gi = vec![f32::NAN; g.input_len()];
-                assert_eq!(run_backward(&g, &grad, &want.indices, &mut gi, isa), 0, "{isa:?} {spec:?}");
+                let (gi, invalid) = backward_twice(&g, &grad, &want.indices, isa, &format!("{isa:?} {spec:?}"));
+                assert_eq!(invalid, 0, "{isa:?} {spec:?}");
                 assert_eq!(bits(&gi), bits(&want_gi), "{isa:?} {spec:?}");
             }
         }

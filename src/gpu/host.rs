@@ -185,10 +185,13 @@ impl Context {
         }
         let data = {
             let view = slice.get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?;
-            let size = std::mem::size_of::<U>();
-            let mut out = vec![U::zeroed(); len];
-            bytemuck::cast_slice_mut::<U, u8>(&mut out).copy_from_slice(&view[..len * size]);
-            out
+            let bytes = &view[..len * std::mem::size_of::<U>()];
+            // One copy, into memory nothing zeroes first (wgpu aligns mappings to
+            // `wgpu::MAP_ALIGNMENT`, 8 bytes; the fallback only guards against that changing).
+            match bytemuck::try_cast_slice::<u8, U>(bytes) {
+                Ok(elements) => elements.to_vec(),
+                Err(_) => bytemuck::pod_collect_to_vec(bytes),
+            }
         };
         staging.unmap();
         Ok(data)

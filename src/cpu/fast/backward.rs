@@ -14,6 +14,7 @@
 //!   (channels-last with a multiple of 8 channels: vectorised across the channels, each element's
 //!   first term stored rather than added to a zeroed buffer, [`scatter_lanes_task`]).
 
+use super::dest::{Dest, STEP};
 use super::forward::PAIRS;
 use super::lane::Lane;
 use super::{
@@ -24,8 +25,8 @@ use crate::cpu::gradient_term;
 use crate::params::Geometry;
 
 /// Returns the number of invalid indices; `grad_input` is complete when it is 0.
-pub(super) fn run<T: Lane>(g: &Geometry, p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
-    if gi.is_empty() {
+pub(super) fn run<T: Lane>(g: &Geometry, p: &Plan, go: &[T], idx: &[u32], gi: Dest<T>) -> u64 {
+    if gi.len() == 0 {
         return 0; // an empty batch
     }
     if g.tiles() {
@@ -41,7 +42,7 @@ pub(super) fn run<T: Lane>(g: &Geometry, p: &Plan, go: &[T], idx: &[u32], gi: &m
     invalid
 }
 
-fn bytes<T>(go: &[T], gi: &[T]) -> usize {
+fn bytes<T: Lane>(go: &[T], gi: &Dest<T>) -> usize {
     (go.len() + gi.len()) * size_of::<T>() + go.len() * 4
 }
 
@@ -82,7 +83,7 @@ fn misses<H: Copy + Default + PartialEq>(hit: &[H]) -> u64 {
 
 /// Tiling windows: tasks are ranges of output units; a unit's windows cover a contiguous block of
 /// input units that no other unit's windows touch.
-fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
+fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: Dest<T>) -> u64 {
     let u = p.units();
     let a = u.axis;
     let out_units = p.groups * a.output;
@@ -94,7 +95,9 @@ fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
             v / a.output * a.input + (v % a.output * a.stride).saturating_sub(a.padding)
         }
     };
-    let ranges: Vec<_> = even_ranges(out_units, task_count(bytes(go, gi), out_units)).collect();
+    let ranges: Vec<_> = even_ranges(out_units, task_count(bytes(go, &gi), out_units)).collect();
+    // A fresh vector's piece is zeroed and written a few output units at a time (see `dest::STEP`).
+    let step = if gi.is_fresh() { (STEP / (a.kernel * u.in_len * size_of::<T>())).max(1) } else { out_units };
     let pieces = split_lengths(gi, ranges.iter().map(|r| (in_start(r.end) - in_start(r.start)) * u.in_len));
     // Rows of up to 64 outputs: measured on the development machine (2 threads, AVX2 build,
     // 2026-11-27, alternating runs), case C channels-first (28 outputs a row) 2.0 → 1.0 ms, E (7)
@@ -105,14 +108,21 @@ fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
         && p.w.kernel == 2
         && p.w.output <= 64
         && (p.d.kernel == 1 || p.w.output >= PAIRS);
-    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
-        let e0 = in_start(range.start) * u.in_len;
-        let (first, end) = (range.start * u.out_rows, range.end * u.out_rows);
-        if pair_rows {
-            tiled_pairs_task::dispatch(p.isa, p, first, end, go, idx, gi, e0)
-        } else {
-            tiled_task::dispatch(p.isa, p, first, end, go, idx, gi, e0)
+    run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, mut gi)| {
+        let mut invalid = 0;
+        for v in range.clone().step_by(step) {
+            let v_end = (v + step).min(range.end);
+            let (piece, rest) = gi.split_at((in_start(v_end) - in_start(v)) * u.in_len);
+            let (e0, piece) = (in_start(v) * u.in_len, piece.ready());
+            let (first, end) = (v * u.out_rows, v_end * u.out_rows);
+            invalid += if pair_rows {
+                tiled_pairs_task::dispatch(p.isa, p, first, end, go, idx, piece, e0)
+            } else {
+                tiled_task::dispatch(p.isa, p, first, end, go, idx, piece, e0)
+            };
+            gi = rest;
         }
+        invalid
     })
 }
 
@@ -751,7 +761,7 @@ fn accumulate<T: Lane>(sum: T, g: T) -> T {
 /// mapping the shared zero page, then a copy-on-write fault), which costs far more (case B: 215 ms
 /// instead of 11 ms on the development machine) than writing the block once. It zeroes just ahead
 /// of the writes ([`Zeroed`]), so that they find the lines in cache.
-fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
+fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: Dest<T>) {
     let u = p.units();
     let a = u.axis;
     let c = p.lanes;
@@ -800,15 +810,16 @@ fn scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) {
 fn input_unit_tasks<T: Lane>(
     p: &Plan,
     go: &[T],
-    gi: &mut [T],
+    gi: Dest<T>,
     task: impl Fn(usize, usize, &mut [T], usize) -> u64 + Sync + Send,
 ) -> u64 {
     let u = p.units();
     let a = u.axis;
     let in_units = p.groups * a.input;
-    let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, gi), in_units)).collect();
+    let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, &gi), in_units)).collect();
     let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
     run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
+        let gi = gi.ready();
         let (first, last) = (range.start, range.end - 1);
         let v_lo = first / a.input * a.output + window_range(&a, first % a.input).0;
         let v_hi = last / a.input * a.output + window_range(&a, last % a.input).1 + 1;
@@ -837,7 +848,7 @@ pub(super) fn checked_scatter_eligible(p: &Plan) -> bool {
 /// (but only writes inside it) when that is not 0. Case B channels-first backward 11.5 →
 /// 6.1–6.5 ms against the validation pass and [`scatter`] (development machine, 2 threads,
 /// alternating with PyTorch's 7.0–7.4 ms, 2026-11-27).
-fn checked_scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: &mut [T]) -> u64 {
+fn checked_scatter<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: Dest<T>) -> u64 {
     let u = p.units();
     input_unit_tasks(p, go, gi, |v_lo, v_hi, gi, e0| {
         let rows = (v_lo * u.out_rows, (v_hi * u.out_rows).max(v_lo * u.out_rows));

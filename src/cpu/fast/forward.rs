@@ -5,31 +5,42 @@
 //! when `v > best || isnan(v)`. The value written is the best itself, which is the input element
 //! at the index written (the reference writes `input[arg]`: the same bits).
 
+use super::dest::{Dest, STEP};
 use super::lane::{Lane, pick_u32, prefetch};
 use super::{Isa, Plan, RowCursor, multiversion, run_tasks, stream, taps, task_count};
 use crate::NO_INDEX;
 use crate::params::Axis;
 
-pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: &mut [T], indices: &mut [u32]) {
+pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Dest<u32>) {
     let row_len = p.out_row_len();
-    if values.is_empty() {
+    if values.len() == 0 {
         return;
     }
     let rows = p.out_rows();
-    let bytes = size_of_val(input) + size_of_val(values) + 4 * values.len();
+    let bytes = size_of_val(input) + values.len() * (size_of::<T>() + 4);
     let per_task = rows.div_ceil(task_count(bytes, rows));
+    // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`).
+    let step = if values.is_fresh() { (STEP / (row_len * (size_of::<T>() + 4))).max(1) } else { per_task };
     let tasks: Vec<_> =
-        values.chunks_mut(per_task * row_len).zip(indices.chunks_mut(per_task * row_len)).enumerate().collect();
+        values.chunks(per_task * row_len).into_iter().zip(indices.chunks(per_task * row_len)).enumerate().collect();
     // Short rows only: measured on the development machine (2 threads, AVX2 build, 2026-11-27),
     // case E (7 outputs a row) 0.77 → 0.19 ms, C (28) 1.2 → 0.75 ms; A (56) within the noise;
     // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
     let pairs =
         p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
-    run_tasks(tasks, |(t, (values, indices))| {
-        if pairs {
-            pairs_task::dispatch(p.isa, p, input, t * per_task, values, indices);
-        } else {
-            task::dispatch(p.isa, p, input, t * per_task, values, indices);
+    run_tasks(tasks, |(t, (mut values, mut indices))| {
+        let mut first = t * per_task;
+        while values.len() > 0 {
+            let n = (step * row_len).min(values.len());
+            let (v, rest) = values.split_at(n);
+            let (i, rest_i) = indices.split_at(n);
+            let (v, i) = (v.ready(), i.ready());
+            if pairs {
+                pairs_task::dispatch(p.isa, p, input, first, v, i);
+            } else {
+                task::dispatch(p.isa, p, input, first, v, i);
+            }
+            (values, indices, first) = (rest, rest_i, first + step);
         }
         0
     });

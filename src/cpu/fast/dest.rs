@@ -1,0 +1,187 @@
+//! Where the tasks write: a caller's buffer (`forward_into`, `backward_into`), or a vector the
+//! allocating calls create without zeroing it first ([`fresh_vec`]), whose pieces each task
+//! zeroes itself just before its kernels write them ([`Dest::ready`]).
+//!
+//! `vec![0.0; n]` gets `calloc`, which hands out fresh pages for nothing but clears reused heap
+//! memory with one thread's `memset`, before any kernel runs: in a process that has freed large
+//! buffers (glibc then keeps buffers of up to 32 MiB on its heap), that was most of the cost of
+//! the small allocating calls. The kernels overwrite every element, but `&mut [T]` must not
+//! point at uninitialised memory, so each task still zeroes its piece first: in parallel, and
+//! just before the kernels write the same lines, which then come from this core's caches.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytemuck::Pod;
+
+/// How much of a fresh piece the tasks zero and write at a time, in bytes, where they can cut
+/// their work that finely (the forward, and the backward of windows that tile): small enough
+/// that the kernels find the zeroed lines still in the core's L2. Measured on the development
+/// machine (2-core Intel Xeon, 2026-12-07, runs alternating in one process), case C's allocating
+/// channels-first backward: 5.2–7 ms with `calloc`; 3.2–3.7 ms zeroing each task's whole piece
+/// (3 MB) first, a third of it in `memset`; 2.8–3.2 ms in steps of 8 KiB to 512 KiB (no clear
+/// winner among them); 2.2–2.5 ms into a caller's buffer.
+pub(super) const STEP: usize = 128 << 10;
+
+/// Part of the memory a pass writes.
+pub(super) enum Dest<'a, T> {
+    /// Part of an initialised buffer.
+    Init(&'a mut [T]),
+    /// Part of a [`fresh_vec`]'s spare capacity, and that vector's count of initialised elements.
+    Fresh(&'a mut [MaybeUninit<T>], &'a AtomicUsize),
+}
+
+impl<'a, T: Pod> Dest<'a, T> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Dest::Init(s) => s.len(),
+            Dest::Fresh(s, _) => s.len(),
+        }
+    }
+
+    /// Whether this is part of a [`fresh_vec`], which [`Dest::ready`] zeroes.
+    pub(super) fn is_fresh(&self) -> bool {
+        matches!(self, Dest::Fresh(..))
+    }
+
+    /// The first `mid` elements and the rest (panics if `mid > len`, like `split_at_mut`).
+    pub(super) fn split_at(self, mid: usize) -> (Self, Self) {
+        match self {
+            Dest::Init(s) => {
+                let (a, b) = s.split_at_mut(mid);
+                (Dest::Init(a), Dest::Init(b))
+            }
+            Dest::Fresh(s, done) => {
+                let (a, b) = s.split_at_mut(mid);
+                (Dest::Fresh(a, done), Dest::Fresh(b, done))
+            }
+        }
+    }
+
+    /// Consecutive pieces of `size` elements (the last one shorter), like `chunks_mut`.
+    pub(super) fn chunks(self, size: usize) -> Vec<Self> {
+        assert!(size > 0, "chunk size 0");
+        let (mut rest, mut pieces) = (self, vec![]);
+        while rest.len() > size {
+            let (head, tail) = rest.split_at(size);
+            pieces.push(head);
+            rest = tail;
+        }
+        if rest.len() > 0 {
+            pieces.push(rest);
+        }
+        pieces
+    }
+
+    /// The elements, for the kernels to overwrite: a fresh piece is zeroed first (in the calling
+    /// task, so that its lines are in this core's caches when the kernels write them).
+    pub(super) fn ready(self) -> &'a mut [T] {
+        match self {
+            Dest::Init(s) => s,
+            Dest::Fresh(s, done) => {
+                s.fill(MaybeUninit::new(T::zeroed()));
+                done.fetch_add(s.len(), Ordering::Relaxed);
+                // SAFETY: every element of `s` was initialised on the line above, and
+                // `MaybeUninit<T>` has the layout of `T`.
+                unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+            }
+        }
+    }
+
+    /// The same memory as elements of `U`, of the same size and alignment as `T`.
+    pub(super) fn cast<U: Pod>(self) -> Dest<'a, U> {
+        assert!(size_of::<T>() == size_of::<U>() && align_of::<T>() == align_of::<U>(), "cast to another layout");
+        match self {
+            Dest::Init(s) => Dest::Init(bytemuck::cast_slice_mut(s)),
+            // SAFETY: `MaybeUninit<T>` and `MaybeUninit<U>` have the same size and alignment
+            // (asserted above), and any contents, initialised or not, are valid for both. The
+            // count stays right: it counts elements, which keep their number.
+            Dest::Fresh(s, done) => {
+                Dest::Fresh(unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [MaybeUninit<U>]) }, done)
+            }
+        }
+    }
+}
+
+/// From this size up, glibc's `malloc` always maps fresh pages (the threshold above which it
+/// does, which grows as a process frees large buffers, stops at 32 MiB), and `calloc` hands
+/// those out without clearing them: their pages fault in, zeroed by the kernel, where the
+/// kernels first write them, in parallel. Zeroing them in the tasks as well only adds a pass:
+/// case B channels-last backward took 25.6 ms instead of 20–21 (development machine, 2-core
+/// Intel Xeon, 2026-12-07).
+const CALLOC_FROM: usize = 32 << 20;
+
+/// A vector of `n` elements that `write` writes through a [`Dest::Fresh`] over its spare
+/// capacity, with what `write` returned. Elements of pieces that `write` did not
+/// [`ready`](Dest::ready) (when it gave up early, say) are zero.
+///
+/// Vectors of [`CALLOC_FROM`] bytes or more are zeroed by `calloc` instead.
+pub(super) fn fresh_vec<T: Pod, R>(n: usize, write: impl FnOnce(Dest<'_, T>) -> R) -> (Vec<T>, R) {
+    if n.saturating_mul(size_of::<T>()) >= CALLOC_FROM {
+        let mut v = bytemuck::zeroed_vec(n);
+        super::huge_pages(&v);
+        let r = write(Dest::Init(&mut v));
+        return (v, r);
+    }
+    let mut v = Vec::with_capacity(n);
+    let done = AtomicUsize::new(0);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    super::huge_pages(spare);
+    let r = write(Dest::Fresh(spare, &done));
+    if done.load(Ordering::Relaxed) != n {
+        v.spare_capacity_mut()[..n].fill(MaybeUninit::new(T::zeroed()));
+    }
+    // SAFETY: the first `n` elements are initialised. The pieces `write` got are disjoint parts
+    // of them (split from one `&mut`, and `ready` consumes its piece), and each `ready` piece
+    // initialised all of its elements and added their number to `done`: `done == n` means
+    // every element was. Otherwise the line above initialised them all. (`write` has returned,
+    // so every borrow of the spare capacity has ended, and `ready`'s counts are visible.)
+    unsafe { v.set_len(n) };
+    (v, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_pieces_are_zeroed_and_counted() {
+        // Every piece readied: its writes stay, the rest of each piece is zero.
+        let (v, r) = fresh_vec::<u32, _>(10, |d| {
+            let mut total = 0;
+            for (i, piece) in d.chunks(4).into_iter().enumerate() {
+                let s = piece.ready();
+                total += s.len();
+                assert!(s.iter().all(|&x| x == 0), "a fresh piece is zeroed");
+                s[0] = i as u32 + 1;
+            }
+            total
+        });
+        assert_eq!(r, 10);
+        assert_eq!(v, [1, 0, 0, 0, 2, 0, 0, 0, 3, 0]);
+        // A piece left alone: the whole vector is zeroed again.
+        let (v, ()) = fresh_vec::<f32, _>(6, |d| {
+            let (a, _b) = d.split_at(2);
+            a.ready().fill(5.0);
+        });
+        assert_eq!(v, [0.0; 6]);
+        // Through a cast, with an empty vector too.
+        let (v, ()) = fresh_vec::<half::f16, _>(3, |d| d.cast::<u16>().ready().fill(0x3c00));
+        assert_eq!(v, [half::f16::ONE; 3]);
+        let (v, ()) = fresh_vec::<f32, _>(0, |d| assert!(d.chunks(3).is_empty()));
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn init_pieces_are_the_buffer() {
+        let mut buf = [7u32; 5];
+        let pieces = Dest::Init(&mut buf[..]).chunks(2);
+        assert_eq!(pieces.iter().map(Dest::len).collect::<Vec<_>>(), [2, 2, 1]);
+        for piece in pieces {
+            let s = piece.ready();
+            assert!(s.iter().all(|&x| x == 7), "a caller's buffer is not zeroed");
+            s[0] = 1;
+        }
+        assert_eq!(buf, [1, 7, 1, 7, 1]);
+    }
+}
