@@ -33,7 +33,8 @@
 //! call of those `#[target_feature]` builds, after `is_x86_feature_detected!`, is one of the five
 //! `unsafe` uses of the CPU path (the others: `madvise` for huge pages in [`huge_pages`], the
 //! non-temporal stores of [`stream`], the prefetch hints of [`lane::prefetch`], and the
-//! allocating calls' vectors, which the tasks zero themselves instead of `calloc`, in [`dest`]).
+//! allocating calls' vectors below 32 MiB, which the tasks zero themselves instead of `calloc`,
+//! in [`dest`]).
 //! It is there
 //! because it measurably matters against PyTorch, whose CPU kernels use AVX2 or AVX-512 where
 //! they can: on the development machine (2-core AMD EPYC,
@@ -74,7 +75,7 @@ pub fn forward_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T], 
     check_len("input", g.input_len(), input.len())?;
     check_len("values", g.output_len(), values.len())?;
     check_len("indices", g.output_len(), indices.len())?;
-    run_forward(&g, input, Dest::Init(values), Dest::Init(indices), Isa::for_geometry(&g));
+    run_forward(&g, input, Dest::init(values), Dest::init(indices), Isa::for_geometry(&g));
     Ok(())
 }
 
@@ -100,7 +101,7 @@ pub fn backward_into<T: Element>(
     let g = spec.validate()?;
     check_backward_lens(&g, grad_output.len(), indices.len())?;
     check_len("grad_input", g.input_len(), grad_input.len())?;
-    match run_backward(&g, grad_output, indices, Dest::Init(grad_input), Isa::for_geometry(&g)) {
+    match run_backward(&g, grad_output, indices, Dest::init(grad_input), Isa::for_geometry(&g)) {
         0 => Ok(()),
         count => Err(Error::InvalidIndices { count }),
     }
@@ -120,8 +121,15 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: 
     // made F1 (one input row per output row) 1.16 → 1.37 ms, B (overlapping) 6.0 → 6.8 ms,
     // and channels-last G 38 → 50 ms, A 4.1 → 4.5 ms: only exactly tiled channels-first windows
     // of several input rows stream.
+    // Not into a fresh vector, whose tasks zero each step into the caches just before writing
+    // it: case A channels-first allocating forward took 15.1–15.8 ms streaming, 13.3–13.5 ms not
+    // (development machine, 2-core Intel Xeon, 2026-12-07, three alternations in one process).
     let rows_per_window = g.axes[0].kernel * g.axes[1].kernel;
-    p.stream = p.lanes == 1 && p.exact_tiling() && rows_per_window > 1 && streams(values.len() * (size_of::<T>() + 4));
+    p.stream = p.lanes == 1
+        && p.exact_tiling()
+        && rows_per_window > 1
+        && !values.is_fresh()
+        && streams(values.len() * (size_of::<T>() + 4));
     // Measured on the development machine (2 threads, 2026-11-27, runs alternating in one
     // process): prefetching 2 KiB ahead took channels-last case A forward 3.85 → 3.26 ms, B 4.97
     // → 3.89, C 1.03 → 0.82, G 37.1 → 35.3 (1.5–3 KiB all gained), but E (6.4 MB input, mostly
@@ -571,7 +579,7 @@ mod tests {
         for force in [false, true] {
             FORCE_PREFETCH.set(force);
             let (mut values, mut indices) = (vec![f32::NAN; g.output_len()], vec![7; g.output_len()]);
-            run_forward(g, input, Dest::Init(&mut values), Dest::Init(&mut indices), isa);
+            run_forward(g, input, Dest::init(&mut values), Dest::init(&mut indices), isa);
             FORCE_PREFETCH.set(false);
             assert_eq!(bits(&values), bits(&want.values), "{context}, prefetch forced: {force}");
             assert_eq!(indices, want.indices, "{context}, prefetch forced: {force}");
@@ -587,7 +595,7 @@ mod tests {
     /// Returns the first result and the count.
     fn backward_twice(g: &Geometry, grad: &[f32], idx: &[u32], isa: Isa, context: &str) -> (Vec<f32>, u64) {
         let mut gi = vec![f32::NAN; g.input_len()];
-        let invalid = run_backward(g, grad, idx, Dest::Init(&mut gi), isa);
+        let invalid = run_backward(g, grad, idx, Dest::init(&mut gi), isa);
         let (fresh, fresh_invalid) = fresh_vec(g.input_len(), |d| run_backward(g, grad, idx, d, isa));
         assert_eq!(fresh_invalid, invalid, "{context}, fresh vector");
         if invalid == 0 {
@@ -888,6 +896,61 @@ mod tests {
                 let (gi, invalid) = backward_twice(&g, &grad, &want.indices, isa, &format!("{isa:?} {spec:?}"));
                 assert_eq!(invalid, 0, "{isa:?} {spec:?}");
                 assert_eq!(bits(&gi), bits(&want_gi), "{isa:?} {spec:?}");
+            }
+        }
+    }
+
+    /// The hits of many-channel tiled windows (one range test per window row, `tiled_hits`)
+    /// against the reference's count, with indices spoiled next to their windows' spans: 1, 2
+    /// and 4 input rows per output row, edge windows cut by padding, every build.
+    #[test]
+    fn tiled_hits_count_like_the_reference() {
+        use crate::params::Layout;
+        let mut next = numbers(0x0711_1ed5_u64);
+        let specs = [
+            PoolSpec::new(InputShape::new(2, 128, [6, 32]), PoolParams::new([2, 2])),
+            PoolSpec::new(InputShape::new(1, 130, [5, 9]), PoolParams::new([2, 2]).padding([1, 1])),
+            PoolSpec::new(InputShape::new(1, 128, [33]), PoolParams::new([2]).padding([1])),
+            PoolSpec::new(InputShape::new(1, 128, [4, 4, 6]), PoolParams::new([2, 2, 2])),
+            PoolSpec::new(InputShape::new(1, 132, [5, 8]), PoolParams::new([3, 3]).padding([1, 1])),
+        ];
+        for spec in specs {
+            let spec = spec.layout(Layout::ChannelsLast);
+            let g = spec.validate().unwrap();
+            assert!(g.tiles(), "{spec:?}");
+            let input: Vec<f32> = (0..g.input_len()).map(|_| next(5) as f32 - 2.0).collect();
+            let want = super::super::reference::forward(&spec, &input).unwrap();
+            let grad: Vec<f32> = (0..g.output_len()).map(|_| next(9) as f32 - 4.0).collect();
+            let row = g.axes[2].input as u32;
+            for round in 0..12 {
+                let mut idx = want.indices.clone();
+                for _ in 0..1 + next(4) {
+                    let e = next(idx.len());
+                    let i = idx[e];
+                    idx[e] = match round % 8 {
+                        0 => i.wrapping_add(1),
+                        1 => i.wrapping_sub(1),
+                        2 => i.wrapping_add(2),
+                        3 => i.wrapping_add(row),
+                        4 => i.wrapping_sub(row),
+                        5 => crate::NO_INDEX,
+                        6 => i ^ 1,
+                        _ => next(g.axes.iter().map(|a| a.input).product::<usize>() + 2) as u32,
+                    };
+                }
+                let reference = super::super::reference::backward(&spec, &grad, &idx);
+                for isa in Isa::available() {
+                    let context = format!("{isa:?} {spec:?} round {round}");
+                    let (gi, invalid) = backward_twice(&g, &grad, &idx, isa, &context);
+                    match &reference {
+                        Ok(want_gi) => {
+                            assert_eq!(invalid, 0, "{context}");
+                            assert_eq!(bits(&gi), bits(want_gi), "{context}");
+                        }
+                        Err(Error::InvalidIndices { count }) => assert_eq!(invalid, *count, "{context}"),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
             }
         }
     }

@@ -5,9 +5,15 @@
 //! `vec![0.0; n]` gets `calloc`, which hands out fresh pages for nothing but clears reused heap
 //! memory with one thread's `memset`, before any kernel runs: in a process that has freed large
 //! buffers (glibc then keeps buffers of up to 32 MiB on its heap), that was most of the cost of
-//! the small allocating calls. The kernels overwrite every element, but `&mut [T]` must not
-//! point at uninitialised memory, so each task still zeroes its piece first: in parallel, and
-//! just before the kernels write the same lines, which then come from this core's caches.
+//! the small allocating calls. The kernels take `&mut [T]`, which must not point at
+//! uninitialised memory, so each task still zeroes its piece first: in parallel, and just
+//! before the kernels write the same lines, which then come from this core's caches. (Buffers
+//! of 32 MiB or more still come from `calloc`, see [`CALLOC_FROM`].)
+//!
+//! The soundness of [`fresh_vec`] rests on two things this module alone controls: a fresh
+//! piece can only be split (into disjoint parts) or consumed by [`Dest::ready`], which
+//! initialises it and counts its elements once, and nothing outside this module can build one
+//! (the variants are private, behind [`Dest::init`]).
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +29,12 @@ use bytemuck::Pod;
 /// winner among them); 2.2–2.5 ms into a caller's buffer.
 pub(super) const STEP: usize = 128 << 10;
 
-/// Part of the memory a pass writes.
-pub(super) enum Dest<'a, T> {
+/// Part of the memory a pass writes: a caller's buffer ([`Dest::init`]) or a piece of a
+/// [`fresh_vec`].
+pub(super) struct Dest<'a, T>(Piece<'a, T>);
+
+/// Private, so that only [`fresh_vec`] makes fresh pieces.
+enum Piece<'a, T> {
     /// Part of an initialised buffer.
     Init(&'a mut [T]),
     /// Part of a [`fresh_vec`]'s spare capacity, and that vector's count of initialised elements.
@@ -32,28 +42,33 @@ pub(super) enum Dest<'a, T> {
 }
 
 impl<'a, T: Pod> Dest<'a, T> {
+    /// A caller's buffer, written as it is.
+    pub(super) fn init(buffer: &'a mut [T]) -> Self {
+        Dest(Piece::Init(buffer))
+    }
+
     pub(super) fn len(&self) -> usize {
-        match self {
-            Dest::Init(s) => s.len(),
-            Dest::Fresh(s, _) => s.len(),
+        match &self.0 {
+            Piece::Init(s) => s.len(),
+            Piece::Fresh(s, _) => s.len(),
         }
     }
 
     /// Whether this is part of a [`fresh_vec`], which [`Dest::ready`] zeroes.
     pub(super) fn is_fresh(&self) -> bool {
-        matches!(self, Dest::Fresh(..))
+        matches!(self.0, Piece::Fresh(..))
     }
 
     /// The first `mid` elements and the rest (panics if `mid > len`, like `split_at_mut`).
     pub(super) fn split_at(self, mid: usize) -> (Self, Self) {
-        match self {
-            Dest::Init(s) => {
+        match self.0 {
+            Piece::Init(s) => {
                 let (a, b) = s.split_at_mut(mid);
-                (Dest::Init(a), Dest::Init(b))
+                (Dest(Piece::Init(a)), Dest(Piece::Init(b)))
             }
-            Dest::Fresh(s, done) => {
+            Piece::Fresh(s, done) => {
                 let (a, b) = s.split_at_mut(mid);
-                (Dest::Fresh(a, done), Dest::Fresh(b, done))
+                (Dest(Piece::Fresh(a, done)), Dest(Piece::Fresh(b, done)))
             }
         }
     }
@@ -76,9 +91,9 @@ impl<'a, T: Pod> Dest<'a, T> {
     /// The elements, for the kernels to overwrite: a fresh piece is zeroed first (in the calling
     /// task, so that its lines are in this core's caches when the kernels write them).
     pub(super) fn ready(self) -> &'a mut [T] {
-        match self {
-            Dest::Init(s) => s,
-            Dest::Fresh(s, done) => {
+        match self.0 {
+            Piece::Init(s) => s,
+            Piece::Fresh(s, done) => {
                 s.fill(MaybeUninit::new(T::zeroed()));
                 done.fetch_add(s.len(), Ordering::Relaxed);
                 // SAFETY: every element of `s` was initialised on the line above, and
@@ -91,13 +106,13 @@ impl<'a, T: Pod> Dest<'a, T> {
     /// The same memory as elements of `U`, of the same size and alignment as `T`.
     pub(super) fn cast<U: Pod>(self) -> Dest<'a, U> {
         assert!(size_of::<T>() == size_of::<U>() && align_of::<T>() == align_of::<U>(), "cast to another layout");
-        match self {
-            Dest::Init(s) => Dest::Init(bytemuck::cast_slice_mut(s)),
+        match self.0 {
+            Piece::Init(s) => Dest(Piece::Init(bytemuck::cast_slice_mut(s))),
             // SAFETY: `MaybeUninit<T>` and `MaybeUninit<U>` have the same size and alignment
             // (asserted above), and any contents, initialised or not, are valid for both. The
             // count stays right: it counts elements, which keep their number.
-            Dest::Fresh(s, done) => {
-                Dest::Fresh(unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [MaybeUninit<U>]) }, done)
+            Piece::Fresh(s, done) => {
+                Dest(Piece::Fresh(unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [MaybeUninit<U>]) }, done))
             }
         }
     }
@@ -111,23 +126,25 @@ impl<'a, T: Pod> Dest<'a, T> {
 /// Intel Xeon, 2026-12-07).
 const CALLOC_FROM: usize = 32 << 20;
 
-/// A vector of `n` elements that `write` writes through a [`Dest::Fresh`] over its spare
-/// capacity, with what `write` returned. Elements of pieces that `write` did not
-/// [`ready`](Dest::ready) (when it gave up early, say) are zero.
+/// A vector of `n` elements that `write` writes through a fresh [`Dest`] over its spare
+/// capacity, with what `write` returned. When `write` leaves a piece without
+/// [`ready`](Dest::ready)ing it (the backward gives up on invalid indices, and the vector is
+/// dropped), the whole vector is zeroed again, readied pieces included.
 ///
-/// Vectors of [`CALLOC_FROM`] bytes or more are zeroed by `calloc` instead.
+/// Vectors of [`CALLOC_FROM`] bytes or more are zeroed by `calloc` instead, and then written as
+/// a caller's buffer (there, readied pieces keep what they were given).
 pub(super) fn fresh_vec<T: Pod, R>(n: usize, write: impl FnOnce(Dest<'_, T>) -> R) -> (Vec<T>, R) {
     if n.saturating_mul(size_of::<T>()) >= CALLOC_FROM {
         let mut v = bytemuck::zeroed_vec(n);
         super::huge_pages(&v);
-        let r = write(Dest::Init(&mut v));
+        let r = write(Dest::init(&mut v));
         return (v, r);
     }
     let mut v = Vec::with_capacity(n);
     let done = AtomicUsize::new(0);
     let spare = &mut v.spare_capacity_mut()[..n];
     super::huge_pages(spare);
-    let r = write(Dest::Fresh(spare, &done));
+    let r = write(Dest(Piece::Fresh(spare, &done)));
     if done.load(Ordering::Relaxed) != n {
         v.spare_capacity_mut()[..n].fill(MaybeUninit::new(T::zeroed()));
     }
@@ -175,7 +192,7 @@ mod tests {
     #[test]
     fn init_pieces_are_the_buffer() {
         let mut buf = [7u32; 5];
-        let pieces = Dest::Init(&mut buf[..]).chunks(2);
+        let pieces = Dest::init(&mut buf[..]).chunks(2);
         assert_eq!(pieces.iter().map(Dest::len).collect::<Vec<_>>(), [2, 2, 1]);
         for piece in pieces {
             let s = piece.ready();
