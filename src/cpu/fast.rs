@@ -900,22 +900,26 @@ mod tests {
         }
     }
 
-    /// The hits of many-channel tiled windows (one range test per window row, `tiled_hits`)
-    /// against the reference's count, with indices spoiled next to their windows' spans: 1, 2
-    /// and 4 input rows per output row, edge windows cut by padding, every build.
+    /// The hits of tiled windows that go through the tap passes (many channels, or channels-first
+    /// windows of 1 or 4 taps a row: one range test per window row, `tiled_hits`) against the
+    /// reference's count, with indices spoiled next to their windows' spans: 1, 2, 3 and 4 input
+    /// rows per output row, edge windows cut by padding, every build.
     #[test]
     fn tiled_hits_count_like_the_reference() {
         use crate::params::Layout;
         let mut next = numbers(0x0711_1ed5_u64);
+        let (last, first) = (Layout::ChannelsLast, Layout::ChannelsFirst);
         let specs = [
-            PoolSpec::new(InputShape::new(2, 128, [6, 32]), PoolParams::new([2, 2])),
-            PoolSpec::new(InputShape::new(1, 130, [5, 9]), PoolParams::new([2, 2]).padding([1, 1])),
-            PoolSpec::new(InputShape::new(1, 128, [33]), PoolParams::new([2]).padding([1])),
-            PoolSpec::new(InputShape::new(1, 128, [4, 4, 6]), PoolParams::new([2, 2, 2])),
-            PoolSpec::new(InputShape::new(1, 132, [5, 8]), PoolParams::new([3, 3]).padding([1, 1])),
+            (last, PoolSpec::new(InputShape::new(2, 128, [6, 32]), PoolParams::new([2, 2]))),
+            (last, PoolSpec::new(InputShape::new(1, 130, [5, 9]), PoolParams::new([2, 2]).padding([1, 1]))),
+            (last, PoolSpec::new(InputShape::new(1, 128, [33]), PoolParams::new([2]).padding([1]))),
+            (last, PoolSpec::new(InputShape::new(1, 128, [4, 4, 6]), PoolParams::new([2, 2, 2]))),
+            (last, PoolSpec::new(InputShape::new(1, 132, [5, 8]), PoolParams::new([3, 3]).padding([1, 1]))),
+            (first, PoolSpec::new(InputShape::new(2, 3, [8, 16]), PoolParams::new([4, 4]))),
+            (first, PoolSpec::new(InputShape::new(2, 3, [7, 10]), PoolParams::new([1, 1]))),
         ];
-        for spec in specs {
-            let spec = spec.layout(Layout::ChannelsLast);
+        for (layout, spec) in specs {
+            let spec = spec.layout(layout);
             let g = spec.validate().unwrap();
             assert!(g.tiles(), "{spec:?}");
             let input: Vec<f32> = (0..g.input_len()).map(|_| next(5) as f32 - 2.0).collect();

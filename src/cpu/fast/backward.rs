@@ -395,7 +395,8 @@ fn tiled_row<T: Lane>(
 }
 
 /// The hits of interior tiled windows of `k` taps a row, `c` channels each, whose input rows
-/// start at plane positions `firsts` (the first window's first tap in each row): an index hits
+/// start at plane positions `firsts` (the first interior window's first tap in each row, window
+/// `lo` of the row, whose hits are `hit[0]`): an index hits
 /// when it lies in the window's span of one of its rows (one range test a row; windows that
 /// tile are undilated). Measured on the development machine (2-core Intel Xeon, 2026-12-07,
 /// `wgpool bench-cpu` alternating with the previous build, four rounds), against or-ing each
