@@ -664,8 +664,10 @@ mod tests {
 
     /// The `_into` variants overwrite whatever the buffers held (the scatter zeroes its blocks),
     /// and the allocating calls, which write into vectors that no one zeroed first (see
-    /// `dest.rs`; small enough for Miri: `cargo +nightly miri test --lib buffers`), give the same
-    /// results, and the same count of spoiled indices.
+    /// `dest.rs`), give the same results, and the same count of spoiled indices. Small enough
+    /// for Miri (about 3 minutes): `MIRIFLAGS="-Zmiri-tree-borrows -Zmiri-ignore-leaks" cargo
+    /// +nightly miri test --lib -- buffers dest` (stacked borrows flags crossbeam-epoch, under
+    /// rayon; rayon's threads outlive the test).
     #[test]
     fn into_and_allocating_variants_fill_their_buffers() {
         use crate::params::Layout;
