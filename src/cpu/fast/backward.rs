@@ -362,6 +362,7 @@ fn tiled_row<T: Lane>(
     if lo < hi && tap_passes {
         let (idx, hit) = (&idx[lo * c..hi * c], &mut hit[lo * c..hi * c]);
         let first = |r: usize| rows[r].1 + start as u32;
+        // Arrays of the usual row counts, so that the test over the rows unrolls.
         match rows.len() {
             1 => tiled_hits(&[first(0)], w.kernel, c, idx, hit),
             2 => tiled_hits(&[first(0), first(1)], w.kernel, c, idx, hit),
@@ -396,9 +397,8 @@ fn tiled_row<T: Lane>(
 
 /// The hits of interior tiled windows of `k` taps a row, `c` channels each, whose input rows
 /// start at plane positions `firsts` (the first interior window's first tap in each row, window
-/// `lo` of the row, whose hits are `hit[0]`): an index hits
-/// when it lies in the window's span of one of its rows (one range test a row; windows that
-/// tile are undilated). Measured on the development machine (2-core Intel Xeon, 2026-12-07,
+/// `lo` of the row, whose hits are `hit[0]`): an index hits when it lies in the window's span
+/// of one of its rows (one range test a row; windows that tile are undilated). Measured on the development machine (2-core Intel Xeon, 2026-12-07,
 /// `wgpool bench-cpu` alternating with the previous build, four rounds), against or-ing each
 /// tap's comparison into the hits in the tap passes (a load and a store of the hits per tap,
 /// which `perf` put at 45 % of case E's time): case E channels-last backward (512 channels,
