@@ -34,12 +34,10 @@
 //! `unsafe` uses of the CPU path (the others: `madvise` for huge pages in [`huge_pages`], the
 //! non-temporal stores of [`stream`], the prefetch hints of [`lane::prefetch`], and the
 //! allocating calls' vectors below 32 MiB, which the tasks zero themselves instead of `calloc`,
-//! in [`dest`]).
-//! It is there
-//! because it measurably matters against PyTorch, whose CPU kernels use AVX2 or AVX-512 where
-//! they can: on the development machine (2-core AMD EPYC,
-//! AVX-512) AVX2 took case C channels-last forward from 2.5 ms to 1.2 ms, E channels-last from
-//! 0.14 to 0.08 ms, G channels-last from 51 to 32 ms; AVX-512 helps some channels-last cases
+//! in [`dest`]). It is there because it measurably matters against PyTorch, whose CPU kernels
+//! use AVX2 or AVX-512 where they can: on the development machine (2-core AMD EPYC, AVX-512)
+//! AVX2 took case C channels-last forward from 2.5 ms to 1.2 ms, E channels-last from 0.14 to
+//! 0.08 ms, G channels-last from 51 to 32 ms; AVX-512 helps some channels-last cases
 //! and hurts some channels-first ones (see [`Isa::for_geometry`]). `WGPOOL_CPU_ISA=baseline`,
 //! `avx2` or `avx512` caps the choice, for comparisons.
 
@@ -545,17 +543,6 @@ fn run_tasks<I: Send>(tasks: Vec<I>, f: impl Fn(I) -> u64 + Sync + Send) -> u64 
         return tasks.into_par_iter().map(f).sum();
     }
     tasks.into_iter().map(f).sum()
-}
-
-/// Cuts `dest` into consecutive pieces of the given lengths.
-fn split_lengths<T: bytemuck::Pod>(mut dest: Dest<T>, lengths: impl IntoIterator<Item = usize>) -> Vec<Dest<T>> {
-    let mut pieces = vec![];
-    for len in lengths {
-        let (head, tail) = dest.split_at(len);
-        pieces.push(head);
-        dest = tail;
-    }
-    pieces
 }
 
 /// `0..n` cut into `parts` nearly equal consecutive ranges (none empty when `parts <= n`).

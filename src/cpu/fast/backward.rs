@@ -17,9 +17,7 @@
 use super::dest::{Dest, STEP};
 use super::forward::PAIRS;
 use super::lane::Lane;
-use super::{
-    Isa, Plan, RowCursor, even_ranges, multiversion, run_tasks, split_lengths, taps, task_count, window_range,
-};
+use super::{Isa, Plan, RowCursor, even_ranges, multiversion, run_tasks, taps, task_count, window_range};
 use crate::NO_INDEX;
 use crate::cpu::gradient_term;
 use crate::params::Geometry;
@@ -101,7 +99,7 @@ fn tiled<T: Lane>(p: &Plan, go: &[T], idx: &[u32], gi: Dest<T>) -> u64 {
     let ranges: Vec<_> = even_ranges(out_units, task_count(bytes(go, &gi), out_units)).collect();
     // A fresh vector's piece is zeroed and written a few output units at a time (see `dest::STEP`).
     let step = if gi.is_fresh() { (STEP / (a.kernel * u.in_len * size_of::<T>())).max(1) } else { out_units };
-    let pieces = split_lengths(gi, ranges.iter().map(|r| (in_start(r.end) - in_start(r.start)) * u.in_len));
+    let pieces = gi.split_lengths(ranges.iter().map(|r| (in_start(r.end) - in_start(r.start)) * u.in_len));
     // Rows of up to 64 outputs: measured on the development machine (2 threads, AVX2 build,
     // 2026-11-27, alternating runs), case C channels-first (28 outputs a row) 2.0 → 1.0 ms, E (7)
     // 1.4 → 0.46 ms, F3 (16, 3-D) 1.04 → 0.7 ms, A (56) 5.9 → 5.3 ms; but D (512) 0.22 → 0.5 ms
@@ -852,7 +850,7 @@ fn input_unit_tasks<T: Lane>(
     let a = u.axis;
     let in_units = p.groups * a.input;
     let ranges: Vec<_> = even_ranges(in_units, task_count(bytes(go, &gi), in_units)).collect();
-    let pieces = split_lengths(gi, ranges.iter().map(|r| r.len() * u.in_len));
+    let pieces = gi.split_lengths(ranges.iter().map(|r| r.len() * u.in_len));
     run_tasks(ranges.into_iter().zip(pieces).collect(), |(range, gi)| {
         // A fresh vector's piece is zeroed here, whole, and then again just ahead of the adds
         // (the scatters walk outputs, not steps of the piece); only vectors below 32 MiB are

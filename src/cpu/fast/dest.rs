@@ -73,19 +73,22 @@ impl<'a, T: Pod> Dest<'a, T> {
         }
     }
 
-    /// Consecutive pieces of `size` elements (the last one shorter), like `chunks_mut`.
-    pub(super) fn chunks(self, size: usize) -> Vec<Self> {
-        assert!(size > 0, "chunk size 0");
+    /// Consecutive pieces of the given lengths (panics if they add up to more than `len`).
+    pub(super) fn split_lengths(self, lengths: impl IntoIterator<Item = usize>) -> Vec<Self> {
         let (mut rest, mut pieces) = (self, vec![]);
-        while rest.len() > size {
-            let (head, tail) = rest.split_at(size);
+        for len in lengths {
+            let (head, tail) = rest.split_at(len);
             pieces.push(head);
             rest = tail;
         }
-        if rest.len() > 0 {
-            pieces.push(rest);
-        }
         pieces
+    }
+
+    /// Consecutive pieces of `size` elements (the last one shorter), like `chunks_mut`.
+    pub(super) fn chunks(self, size: usize) -> Vec<Self> {
+        assert!(size > 0, "chunk size 0");
+        let len = self.len();
+        self.split_lengths((0..len).step_by(size).map(|start| size.min(len - start)))
     }
 
     /// The elements, for the kernels to overwrite: a fresh piece is zeroed first (in the calling
