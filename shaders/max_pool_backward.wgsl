@@ -2,7 +2,8 @@
 // gradients of the windows whose index names input element t (no float atomics, so the sum is
 // deterministic and equal to the CPU's bit for bit). It also validates the index of every window
 // whose anchor it is — the window's first real element, which every window has — using the index
-// it has just loaded, so validation costs no extra memory traffic.
+// it has just loaded, so validation costs no extra memory traffic. The sums are plain additions;
+// NaN bits are settled by a second pass, only where a sum is NaN (see `gather`).
 // At width 4 an invocation handles four adjacent channels; each lane does the width-1 work.
 // CPU mirror: src/cpu/max_pool_backward.rs.
 
@@ -12,6 +13,73 @@
 @group(0) @binding(3) var<storage, read_write> grad_input: array<V>;
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
+
+// Whether the one pass over the windows tracks PyTorch's NaN bits (the host's choice for
+// comparisons; see `Variant::single_pass`) instead of plain sums and a second pass where a sum is
+// NaN.
+override SINGLE_PASS: bool = false;
+
+// What one invocation gathers for one element (per lane): the sum, the NaN PyTorch's CPU would
+// have, whether it has one, and the invalid indices among the windows it anchors.
+struct Gathered {
+    acc: V,
+    nan: V,
+    has_nan: B,
+    invalid: u32,
+}
+
+// Sums, in output order, the gradients of the windows wd × wh × ww whose index is `pos`, from
+// +0.0 (so a lone -0.0 lands as +0.0, as PyTorch computes 0 + sum), and with `validate` counts
+// the invalid indices of the windows this element anchors.
+// - `exact` false: plain sums (the first pass). A plain sum is NaN exactly where a NaN event
+//   happened (a NaN gradient, or inf + -inf) and is the exact sum everywhere else.
+// - `exact` true: NaN bits as PyTorch's CPU has them whatever the GPU does with NaNs — the first
+//   NaN event decides (a NaN gradient: nan_result; inf + -inf: indefinite). The second pass, run
+//   only by invocations whose plain sum came out NaN; or the only pass with SINGLE_PASS.
+fn gather(exact: bool, validate: bool, pos: I, output_base: u32, index_base: u32, at: vec3<u32>, wd: vec2<u32>, wh: vec2<u32>,
+    ww: vec2<u32>) -> Gathered {
+    var r = Gathered(V(0.0), V(0.0), B(false), 0u);
+    // Windows wd.x ..= wd.y (at most CAND_D of them), and likewise on H and W, in output order.
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = wd.x + jd;
+        if od > wd.y {
+            break;
+        }
+        for (var jh = 0u; jh < CAND_H; jh++) {
+            let oh = wh.x + jh;
+            if oh > wh.y {
+                break;
+            }
+            for (var jw = 0u; jw < CAND_W; jw++) {
+                let ow = ww.x + jw;
+                if ow > ww.y {
+                    break;
+                }
+                let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
+                let index = indices[index_base + o];
+                let hit = index == pos;
+                if any(hit) {
+                    let g = grad_output[output_base + o];
+                    if exact {
+                        let g_nan = hit & is_nan(g);
+                        // Adding +0.0 in the other lanes leaves them unchanged: acc is never -0.0.
+                        let sum = r.acc + select(V(0.0), g, hit & !g_nan);
+                        let event = !r.has_nan & (g_nan | is_nan(sum));
+                        r.nan = select(r.nan, select(V(indefinite()), nan_result(g), g_nan), event);
+                        r.has_nan = r.has_nan | event;
+                        r.acc = sum;
+                    } else {
+                        r.acc = r.acc + select(V(0.0), g, hit);
+                    }
+                }
+                if validate && all(at == vec3<u32>(anchor(axis_d(), od), anchor(axis_h(), oh), anchor(axis_w(), ow))) {
+                    r.invalid += count_false(index_valid(od, oh, ow, index));
+                }
+            }
+        }
+    }
+    return r;
+}
 
 @compute @workgroup_size(256)
 fn max_pool_backward(
@@ -34,55 +102,19 @@ fn max_pool_backward(
     let pos = I((id * IN_H + ih) * IN_W + iw);
     let output_base = params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
     let index_base = params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
-
+    let at = vec3<u32>(id, ih, iw);
     let wd = candidate_windows(axis_d(), id);
     let wh = candidate_windows(axis_h(), ih);
     let ww = candidate_windows(axis_w(), iw);
-    // The sum of the gradients that land here, in output order, from +0.0 (so a lone -0.0 lands
-    // as +0.0, as PyTorch computes 0 + sum). NaN bits follow PyTorch's CPU whatever the GPU does
-    // with NaNs: the first NaN event decides (a NaN gradient: nan_result; inf + -inf: indefinite).
-    var acc = V(0.0);
-    var nan = V(0.0);
-    var has_nan = B(false);
-    var invalid = 0u;
-    // Windows wd.x ..= wd.y (at most CAND_D of them), and likewise on H and W, in output order.
-    for (var jd = 0u; jd < CAND_D; jd++) {
-        let od = wd.x + jd;
-        if od > wd.y {
-            break;
-        }
-        for (var jh = 0u; jh < CAND_H; jh++) {
-            let oh = wh.x + jh;
-            if oh > wh.y {
-                break;
-            }
-            for (var jw = 0u; jw < CAND_W; jw++) {
-                let ow = ww.x + jw;
-                if ow > ww.y {
-                    break;
-                }
-                let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
-                let index = indices[index_base + o];
-                let hit = index == pos;
-                if any(hit) {
-                    let g = grad_output[output_base + o];
-                    let g_nan = hit & is_nan(g);
-                    // Adding +0.0 in the other lanes leaves them unchanged: acc is never -0.0.
-                    let sum = acc + select(V(0.0), g, hit & !g_nan);
-                    let event = !has_nan & (g_nan | is_nan(sum));
-                    nan = select(nan, select(V(indefinite()), nan_result(g), g_nan), event);
-                    has_nan = has_nan | event;
-                    acc = sum;
-                }
-                if id == anchor(axis_d(), od) && ih == anchor(axis_h(), oh) && iw == anchor(axis_w(), ow) {
-                    invalid += count_false(index_valid(od, oh, ow, index));
-                }
-            }
-        }
+
+    var r = gather(SINGLE_PASS, true, pos, output_base, index_base, at, wd, wh, ww);
+    if r.invalid != 0u {
+        atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }
-    if invalid != 0u {
-        atomicAdd(&invalid_count[params.bases.w], invalid);
+    if !SINGLE_PASS && any(is_nan(r.acc)) {
+        // (The second pass does not count: the first one has.)
+        r = gather(true, false, pos, output_base, index_base, at, wd, wh, ww);
     }
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
-    grad_input[params.bases.y + t] = select(select(acc, V(0.0), acc == V(0.0)), nan, has_nan);
+    grad_input[params.bases.y + t] = select(select(r.acc, V(0.0), r.acc == V(0.0)), r.nan, r.has_nan);
 }

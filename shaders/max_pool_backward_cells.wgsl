@@ -15,6 +15,11 @@
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
+// Whether the one pass over the windows tracks PyTorch's NaN bits (the host's choice for
+// comparisons; see `Variant::single_pass`) instead of plain sums and a second pass where a sum is
+// NaN.
+override SINGLE_PASS: bool = false;
+
 // Rows and columns of a cell (the host's choice: 2 each where the input has them), cells of a
 // slice (the last ones may reach past the input: their positions there are neither summed nor
 // stored), and the most windows that reach a cell on H and W.
@@ -29,6 +34,111 @@ override CELL_WINDOWS_W: u32 = (CELL_W - 1u + DIL_W * (K_W - 1u)) / S_W + 1u;
 fn result(acc: V, nan: V, has_nan: B) -> V {
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
     return select(select(acc, V(0.0), acc == V(0.0)), nan, has_nan);
+}
+
+// The sums of a cell's positions (per element: see max_pool_backward.wgsl's `Gathered`).
+struct CellSums {
+    acc00: V,
+    nan00: V,
+    has_nan00: B,
+    acc01: V,
+    nan01: V,
+    has_nan01: B,
+    acc10: V,
+    nan10: V,
+    has_nan10: B,
+    acc11: V,
+    nan11: V,
+    has_nan11: B,
+    invalid: u32,
+}
+
+// A cell: its first position in the plane, which of its other positions are real, where its
+// lane's gradients and indices start, its corner and last real row and column, and its windows.
+struct Cell {
+    p00: u32,
+    column1: bool,
+    row1: bool,
+    output_base: u32,
+    index_base: u32,
+    id: u32,
+    ih: u32,
+    ih_last: u32,
+    iw: u32,
+    iw_last: u32,
+    d: vec2<u32>,
+    h: vec2<u32>,
+    w: vec2<u32>,
+}
+
+// The cell's windows in output order, each loaded once for all its positions. `exact` and
+// `validate` as in max_pool_backward.wgsl's `gather` (validation: of the windows the cell
+// anchors).
+fn cell_sums(exact: bool, validate: bool, c: Cell) -> CellSums {
+    // Separate variables: pointer arguments must name whole variables.
+    var acc00 = V(0.0);
+    var nan00 = V(0.0);
+    var has_nan00 = B(false);
+    var acc01 = V(0.0);
+    var nan01 = V(0.0);
+    var has_nan01 = B(false);
+    var acc10 = V(0.0);
+    var nan10 = V(0.0);
+    var has_nan10 = B(false);
+    var acc11 = V(0.0);
+    var nan11 = V(0.0);
+    var has_nan11 = B(false);
+    var invalid = 0u;
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = c.d.x + jd;
+        if od > c.d.y {
+            break;
+        }
+        for (var jh = 0u; jh < CELL_WINDOWS_H; jh++) {
+            let oh = c.h.x + jh;
+            if oh > c.h.y {
+                break;
+            }
+            for (var jw = 0u; jw < CELL_WINDOWS_W; jw++) {
+                let ow = c.w.x + jw;
+                if ow > c.w.y {
+                    break;
+                }
+                let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
+                let index = indices[c.index_base + o];
+                // A lane takes this window only if its element is in the window's span, which
+                // the equality implies for valid indices (invalid ones are counted below).
+                let hit00 = index == I(c.p00);
+                let hit01 = (index == I(c.p00 + 1u)) & B(c.column1);
+                let hit10 = (index == I(c.p00 + IN_W)) & B(c.row1);
+                let hit11 = (index == I(c.p00 + IN_W + 1u)) & B(c.column1 && c.row1);
+                if any(hit00 | hit01 | hit10 | hit11) {
+                    let g = grad_output[c.output_base + o];
+                    if exact {
+                        add_hits(&acc00, &nan00, &has_nan00, hit00, g);
+                        add_hits(&acc01, &nan01, &has_nan01, hit01, g);
+                        add_hits(&acc10, &nan10, &has_nan10, hit10, g);
+                        add_hits(&acc11, &nan11, &has_nan11, hit11, g);
+                    } else {
+                        acc00 = acc00 + select(V(0.0), g, hit00);
+                        acc01 = acc01 + select(V(0.0), g, hit01);
+                        acc10 = acc10 + select(V(0.0), g, hit10);
+                        acc11 = acc11 + select(V(0.0), g, hit11);
+                    }
+                }
+                if validate {
+                    let a_w = anchor(axis_w(), ow);
+                    let a_h = anchor(axis_h(), oh);
+                    if a_w >= c.iw && a_w <= c.iw_last && a_h >= c.ih && a_h <= c.ih_last && c.id == anchor(axis_d(), od) {
+                        invalid += count_false(index_valid(od, oh, ow, index));
+                    }
+                }
+            }
+        }
+    }
+    return CellSums(
+        acc00, nan00, has_nan00, acc01, nan01, has_nan01, acc10, nan10, has_nan10, acc11, nan11, has_nan11, invalid,
+    );
 }
 
 @compute @workgroup_size(256)
@@ -56,78 +166,39 @@ fn max_pool_backward_cells(
     let row1 = ih_last > ih;
     // Plane positions of the cell: (ih, iw), (ih, iw + 1), (ih + 1, iw), (ih + 1, iw + 1).
     let p00 = (id * IN_H + ih) * IN_W + iw;
-    let output_base = params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
-    let index_base = params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
-
-    let wd = candidate_windows(axis_d(), id);
-    let h_lo = first_window(axis_h(), ih);
-    let h_hi = last_window(axis_h(), ih_last);
-    let w_lo = first_window(axis_w(), iw);
-    let w_hi = last_window(axis_w(), iw_last);
-    var acc00 = V(0.0);
-    var nan00 = V(0.0);
-    var has_nan00 = B(false);
-    var acc01 = V(0.0);
-    var nan01 = V(0.0);
-    var has_nan01 = B(false);
-    var acc10 = V(0.0);
-    var nan10 = V(0.0);
-    var has_nan10 = B(false);
-    var acc11 = V(0.0);
-    var nan11 = V(0.0);
-    var has_nan11 = B(false);
-    var invalid = 0u;
-    for (var jd = 0u; jd < CAND_D; jd++) {
-        let od = wd.x + jd;
-        if od > wd.y {
-            break;
-        }
-        for (var jh = 0u; jh < CELL_WINDOWS_H; jh++) {
-            let oh = h_lo + jh;
-            if oh > h_hi {
-                break;
-            }
-            for (var jw = 0u; jw < CELL_WINDOWS_W; jw++) {
-                let ow = w_lo + jw;
-                if ow > w_hi {
-                    break;
-                }
-                let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
-                let index = indices[index_base + o];
-                // A lane takes this window only if its element is in the window's span, which
-                // the equality implies for valid indices (invalid ones are counted below).
-                let hit00 = index == I(p00);
-                let hit01 = (index == I(p00 + 1u)) & B(column1);
-                let hit10 = (index == I(p00 + IN_W)) & B(row1);
-                let hit11 = (index == I(p00 + IN_W + 1u)) & B(column1 && row1);
-                if any(hit00 | hit01 | hit10 | hit11) {
-                    let g = grad_output[output_base + o];
-                    add_hits(&acc00, &nan00, &has_nan00, hit00, g);
-                    add_hits(&acc01, &nan01, &has_nan01, hit01, g);
-                    add_hits(&acc10, &nan10, &has_nan10, hit10, g);
-                    add_hits(&acc11, &nan11, &has_nan11, hit11, g);
-                }
-                let a_w = anchor(axis_w(), ow);
-                let a_h = anchor(axis_h(), oh);
-                if a_w >= iw && a_w <= iw_last && a_h >= ih && a_h <= ih_last && id == anchor(axis_d(), od) {
-                    invalid += count_false(index_valid(od, oh, ow, index));
-                }
-            }
-        }
+    let c = Cell(
+        p00,
+        column1,
+        row1,
+        params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane,
+        params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane,
+        id,
+        ih,
+        ih_last,
+        iw,
+        iw_last,
+        candidate_windows(axis_d(), id),
+        vec2<u32>(first_window(axis_h(), ih), last_window(axis_h(), ih_last)),
+        vec2<u32>(first_window(axis_w(), iw), last_window(axis_w(), iw_last)),
+    );
+    var r = cell_sums(SINGLE_PASS, true, c);
+    if r.invalid != 0u {
+        atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }
-    if invalid != 0u {
-        atomicAdd(&invalid_count[params.bases.w], invalid);
+    if !SINGLE_PASS && any(is_nan4(r.acc00) | is_nan4(r.acc01) | is_nan4(r.acc10) | is_nan4(r.acc11)) {
+        // (The second pass does not count: the first one has.)
+        r = cell_sums(true, false, c);
     }
     // Element (position p, lane) of the group: (group · plane + p) · LANES + lane.
     let out = params.bases.y + (group * (IN_D * IN_H * IN_W) + p00) * LANES + lane;
-    grad_input[out] = result(acc00, nan00, has_nan00);
+    grad_input[out] = result(r.acc00, r.nan00, r.has_nan00);
     if column1 {
-        grad_input[out + LANES] = result(acc01, nan01, has_nan01);
+        grad_input[out + LANES] = result(r.acc01, r.nan01, r.has_nan01);
     }
     if row1 {
-        grad_input[out + IN_W * LANES] = result(acc10, nan10, has_nan10);
+        grad_input[out + IN_W * LANES] = result(r.acc10, r.nan10, r.has_nan10);
     }
     if column1 && row1 {
-        grad_input[out + (IN_W + 1u) * LANES] = result(acc11, nan11, has_nan11);
+        grad_input[out + (IN_W + 1u) * LANES] = result(r.acc11, r.nan11, r.has_nan11);
     }
 }

@@ -6,7 +6,8 @@
 // default where the input has them) share their windows' rows: case B (3×3/2) visits 6 windows
 // for 8 elements, against 3 for the even rows' 4 and 6 for the odd rows' 4 with one row. Per
 // element it is exactly the computation of max_pool_backward.wgsl: the same windows in the same
-// order, the same sums, NaN bits and anchor validation.
+// order, the same sums, NaN bits and anchor validation (plain sums first, NaN bits in a second
+// pass where a sum is NaN).
 // CPU mirror: src/cpu/max_pool_backward_rows.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -16,6 +17,11 @@
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
+// Whether the one pass over the windows tracks PyTorch's NaN bits (the host's choice for
+// comparisons; see `Variant::single_pass`) instead of plain sums and a second pass where a sum is
+// NaN.
+override SINGLE_PASS: bool = false;
+
 // The most windows along W that reach a block of four elements.
 override BLOCK_WINDOWS_W: u32 = (3u + DIL_W * (K_W - 1u)) / S_W + 1u;
 // Rows of a block (1 or 2, the host's choice), blocks of rows of a slice (the last one may reach
@@ -24,6 +30,88 @@ override BLOCK_WINDOWS_W: u32 = (3u + DIL_W * (K_W - 1u)) / S_W + 1u;
 override BLOCK_ROWS: u32 = 1u;
 override ROW_BLOCKS: u32 = (IN_H + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 override BLOCK_WINDOWS_H: u32 = (BLOCK_ROWS - 1u + DIL_H * (K_H - 1u)) / S_H + 1u;
+
+// The sums of a block's two rows (per element: see max_pool_backward.wgsl's `Gathered`).
+struct BlockSums {
+    acc0: vec4<T>,
+    nan0: vec4<T>,
+    has_nan0: vec4<bool>,
+    acc1: vec4<T>,
+    nan1: vec4<T>,
+    has_nan1: vec4<bool>,
+    invalid: u32,
+}
+
+// A block: its first element's plane position per lane, whether row 1 is real, its corner and
+// last real row, and its windows.
+struct Block {
+    pos: vec4<u32>,
+    second: vec4<bool>,
+    output_base: u32,
+    id: u32,
+    ih: u32,
+    ih_last: u32,
+    iw: u32,
+    d: vec2<u32>,
+    h: vec2<u32>,
+    w: vec2<u32>,
+}
+
+// The block's windows in output order, each loaded once for all its elements. `exact` and
+// `validate` as in max_pool_backward.wgsl's `gather` (validation: of the windows the block
+// anchors).
+fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
+    // Separate variables: pointer arguments must name whole variables.
+    var acc0 = vec4<T>(0.0);
+    var nan0 = vec4<T>(0.0);
+    var has_nan0 = vec4<bool>(false);
+    var acc1 = vec4<T>(0.0);
+    var nan1 = vec4<T>(0.0);
+    var has_nan1 = vec4<bool>(false);
+    var invalid = 0u;
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = b.d.x + jd;
+        if od > b.d.y {
+            break;
+        }
+        for (var jh = 0u; jh < BLOCK_WINDOWS_H; jh++) {
+            let oh = b.h.x + jh;
+            if oh > b.h.y {
+                break;
+            }
+            for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
+                let ow = b.w.x + jw;
+                if ow > b.w.y {
+                    break;
+                }
+                let o = b.output_base + (od * OUT_H + oh) * OUT_W + ow;
+                let index = indices[params.bases.z + o];
+                // A lane takes this window only if its element is in the window's span, which
+                // the equality implies for valid indices (invalid ones are counted below).
+                let hit0 = vec4<u32>(index) == b.pos;
+                let hit1 = (vec4<u32>(index) == b.pos + vec4<u32>(IN_W)) & b.second;
+                if any(hit0 | hit1) {
+                    let g = vec4<T>(grad_output[params.bases.x + o]);
+                    if exact {
+                        add_hits(&acc0, &nan0, &has_nan0, hit0, g);
+                        add_hits(&acc1, &nan1, &has_nan1, hit1, g);
+                    } else {
+                        acc0 = acc0 + select(vec4<T>(0.0), g, hit0);
+                        acc1 = acc1 + select(vec4<T>(0.0), g, hit1);
+                    }
+                }
+                if validate {
+                    let a = anchor(axis_w(), ow);
+                    let a_h = anchor(axis_h(), oh);
+                    if a >= b.iw && a < b.iw + 4u && a_h >= b.ih && a_h <= b.ih_last && b.id == anchor(axis_d(), od) {
+                        invalid += select(1u, 0u, index_valid(od, oh, ow, index));
+                    }
+                }
+            }
+        }
+    }
+    return BlockSums(acc0, nan0, has_nan0, acc1, nan1, has_nan1, invalid);
+}
 
 @compute @workgroup_size(256)
 fn max_pool_backward_rows(
@@ -44,66 +132,33 @@ fn max_pool_backward_rows(
     let group = q / IN_D;
     // The block's last real row.
     let ih_last = min(ih + BLOCK_ROWS - 1u, IN_H - 1u);
-    let pos = vec4<u32>((id * IN_H + ih) * IN_W + iw) + vec4<u32>(0u, 1u, 2u, 3u);
-    // Row 1 takes nothing when the block has one row (or its second lies past the input).
-    let second = vec4<bool>(ih_last > ih);
-    let output_base = group * (OUT_D * OUT_H * OUT_W);
-
-    let d_lo = first_window(axis_d(), id);
-    let d_hi = last_window(axis_d(), id);
-    let h_lo = first_window(axis_h(), ih);
-    let h_hi = last_window(axis_h(), ih_last);
-    let w_lo = first_window(axis_w(), iw);
-    let w_hi = last_window(axis_w(), iw + 3u);
-    var acc0 = vec4<T>(0.0);
-    var nan0 = vec4<T>(0.0);
-    var has_nan0 = vec4<bool>(false);
-    var acc1 = vec4<T>(0.0);
-    var nan1 = vec4<T>(0.0);
-    var has_nan1 = vec4<bool>(false);
-    var invalid = 0u;
-    for (var jd = 0u; jd < CAND_D; jd++) {
-        let od = d_lo + jd;
-        if od > d_hi {
-            break;
-        }
-        for (var jh = 0u; jh < BLOCK_WINDOWS_H; jh++) {
-            let oh = h_lo + jh;
-            if oh > h_hi {
-                break;
-            }
-            for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
-                let ow = w_lo + jw;
-                if ow > w_hi {
-                    break;
-                }
-                let o = output_base + (od * OUT_H + oh) * OUT_W + ow;
-                let index = indices[params.bases.z + o];
-                // A lane takes this window only if its element is in the window's span, which
-                // the equality implies for valid indices (invalid ones are counted below).
-                let hit0 = vec4<u32>(index) == pos;
-                let hit1 = (vec4<u32>(index) == pos + vec4<u32>(IN_W)) & second;
-                if any(hit0 | hit1) {
-                    let g = vec4<T>(grad_output[params.bases.x + o]);
-                    add_hits(&acc0, &nan0, &has_nan0, hit0, g);
-                    add_hits(&acc1, &nan1, &has_nan1, hit1, g);
-                }
-                let a = anchor(axis_w(), ow);
-                let a_h = anchor(axis_h(), oh);
-                if a >= iw && a < iw + 4u && a_h >= ih && a_h <= ih_last && id == anchor(axis_d(), od) {
-                    invalid += select(1u, 0u, index_valid(od, oh, ow, index));
-                }
-            }
-        }
+    let b = Block(
+        vec4<u32>((id * IN_H + ih) * IN_W + iw) + vec4<u32>(0u, 1u, 2u, 3u),
+        // Row 1 takes nothing when the block has one row (or its second lies past the input).
+        vec4<bool>(ih_last > ih),
+        group * (OUT_D * OUT_H * OUT_W),
+        id,
+        ih,
+        ih_last,
+        iw,
+        vec2<u32>(first_window(axis_d(), id), last_window(axis_d(), id)),
+        vec2<u32>(first_window(axis_h(), ih), last_window(axis_h(), ih_last)),
+        vec2<u32>(first_window(axis_w(), iw), last_window(axis_w(), iw + 3u)),
+    );
+    var r = block_sums(SINGLE_PASS, true, b);
+    if r.invalid != 0u {
+        atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }
-    if invalid != 0u {
-        atomicAdd(&invalid_count[params.bases.w], invalid);
+    if !SINGLE_PASS && any(is_nan4(r.acc0) | is_nan4(r.acc1)) {
+        // (The second pass does not count: the first one has.)
+        r = block_sums(true, false, b);
     }
     // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
     let item = ((group * IN_D + id) * IN_H + ih) * blocks + iw / 4u;
-    grad_input[params.bases.y + item] = select(select(acc0, vec4<T>(0.0), acc0 == vec4<T>(0.0)), nan0, has_nan0);
+    grad_input[params.bases.y + item] =
+        select(select(r.acc0, vec4<T>(0.0), r.acc0 == vec4<T>(0.0)), r.nan0, r.has_nan0);
     if ih_last > ih {
         grad_input[params.bases.y + item + blocks] =
-            select(select(acc1, vec4<T>(0.0), acc1 == vec4<T>(0.0)), nan1, has_nan1);
+            select(select(r.acc1, vec4<T>(0.0), r.acc1 == vec4<T>(0.0)), r.nan1, r.has_nan1);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::gpu::{BackwardBuffers, Context, ForwardBuffers, RecordOptions};
+use crate::gpu::{BackwardBuffers, Context, ForwardBuffers, RecordOptions, Variant};
 use crate::params::{Geometry, PoolSpec};
 
 /// Forward or backward.
@@ -152,7 +152,7 @@ pub fn time_passes(
                 beginning_of_pass_write_index: Some(2 * i as u32),
                 end_of_pass_write_index: Some(2 * i as u32 + 1),
             };
-            record(&mut encoder, RecordOptions { timestamp_writes: Some(writes) })?;
+            record(&mut encoder, RecordOptions { timestamp_writes: Some(writes), ..Default::default() })?;
         }
         ctx.queue().submit([encoder.finish()]);
     }
@@ -261,8 +261,24 @@ impl Prepared {
     /// Times `iterations` passes after at least `warmup` of GPU work on the same pass (so that
     /// the clocks are up and the caches hold what they hold in steady state).
     pub fn time(&self, ctx: &Context, direction: Direction, warmup: Duration, iterations: usize) -> Result<Timing> {
-        warm_up(ctx, warmup, |e, o| self.record(ctx, e, direction, o))?;
-        time_passes(ctx, iterations, |e, o| self.record(ctx, e, direction, o))
+        self.time_variant(ctx, direction, None, warmup, iterations)
+    }
+
+    /// [`Prepared::time`] with `variant` forced ([`RecordOptions::variant`]; `None`: the
+    /// context's choice).
+    pub fn time_variant(
+        &self,
+        ctx: &Context,
+        direction: Direction,
+        variant: Option<Variant>,
+        warmup: Duration,
+        iterations: usize,
+    ) -> Result<Timing> {
+        let record = |e: &mut wgpu::CommandEncoder, o: RecordOptions<'_>| {
+            self.record(ctx, e, direction, RecordOptions { variant, ..o })
+        };
+        warm_up(ctx, warmup, record)?;
+        time_passes(ctx, iterations, record)
     }
 }
 

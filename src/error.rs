@@ -177,6 +177,17 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// [`RecordOptions::variant`](crate::RecordOptions::variant) names a kernel variant that
+    /// cannot run this problem over these buffers.
+    #[error("kernel variant {variant} cannot run this {direction} pass; these can: {applicable}")]
+    VariantNotApplicable {
+        /// The variant asked for.
+        variant: String,
+        /// `forward` or `backward`.
+        direction: String,
+        /// The variants that can, comma-separated, the default first.
+        applicable: String,
+    },
     /// The data is in a form wgpool does not handle (for instance float64 `.npy` input).
     #[error("{0}")]
     Unsupported(String),

@@ -40,6 +40,11 @@ pub struct Args {
     /// kernels (a `scalar ms` column).
     #[arg(long, conflicts_with = "scalar_only")]
     pub compare_scalar: bool,
+    /// Also time every other kernel variant that applies to each case and direction
+    /// (`Context::forward_variants` / `backward_variants`), interleaved with the default: a second
+    /// table, and `variants` in the JSON.
+    #[arg(long)]
+    pub variants: bool,
     /// Cap the workgroups per dispatch dimension (forces 2-D grids; for experiments).
     #[arg(long, value_name = "N")]
     pub max_workgroups_per_dimension: Option<u32>,
@@ -77,6 +82,10 @@ pub struct Row {
     pub gpu_scalar_ms: Option<f64>,
     /// `timestamps` or `wall`.
     pub gpu_source: &'static str,
+    /// The kernel variant the context chose (what `gpu_ms` timed).
+    pub variant: String,
+    /// The other variants that apply, with their median ms (`--variants`).
+    pub other_variants: Vec<(String, f64)>,
     /// Host slice → host vector on the GPU, median ms (upload, pass, readback).
     pub gpu_host_ms: Option<f64>,
     /// CPU path, median ms.
@@ -153,7 +162,18 @@ pub fn run(args: Args) -> CliResult {
             };
             let g = prepared.geometry;
             for direction in [Direction::Forward, Direction::Backward] {
+                let listed = match direction {
+                    Direction::Forward => ctx.forward_variants(&spec)?,
+                    Direction::Backward => ctx.backward_variants(&spec)?,
+                };
                 let gpu_ms = prepared.time(&ctx, direction, warmup, args.iterations)?.median_ms();
+                let mut other_variants = vec![];
+                if args.variants {
+                    for &v in &listed[1..] {
+                        let ms = prepared.time_variant(&ctx, direction, Some(v), warmup, args.iterations)?.median_ms();
+                        other_variants.push((v.name(), ms));
+                    }
+                }
                 let gpu_scalar_ms = match &scalar {
                     Some((s, p)) => Some(p.time(s, direction, warmup, args.iterations)?.median_ms()),
                     None => None,
@@ -167,6 +187,8 @@ pub fn run(args: Args) -> CliResult {
                     gpu_ms,
                     gpu_scalar_ms,
                     gpu_source: if ctx.has_timestamps() { "timestamps" } else { "wall" },
+                    variant: listed[0].name(),
+                    other_variants,
                     gpu_host_ms: None,
                     cpu_ms: None,
                 });
@@ -219,6 +241,9 @@ pub fn run(args: Args) -> CliResult {
     }
     progress.finish_and_clear();
     print!("{}", table(&rows, copy_gbps));
+    if args.variants {
+        print!("{}", variants_table(&rows, copy_gbps));
+    }
     println!(
         "per-call overhead, 1x16x32x32 k2 forward: host level {:.3} ms (upload, pass, readback); encoder level {:.3} ms (record, submit, wait); GPU pass {:.4} ms",
         overhead.host_ms, overhead.encoder_ms, overhead.gpu_ms
@@ -304,6 +329,36 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
     s
 }
 
+/// Every variant of every row (`--variants`): the default first, then the others, each with
+/// its time, % of the copy bandwidth and the default's time over its time (above 1: faster than
+/// the default).
+pub fn variants_table(rows: &[Row], copy_gbps: f64) -> String {
+    let mut s = String::from("kernel variants, same run (* = the context's choice):\n");
+    let _ = writeln!(
+        s,
+        "{:<4} {:<4} {:<3} {:<32} {:>9} {:>6} {:>8}",
+        "case", "lay", "dir", "variant", "gpu ms", "%copy", "dflt/var"
+    );
+    for r in rows {
+        let all = std::iter::once((format!("{}*", r.variant), r.gpu_ms))
+            .chain(r.other_variants.iter().map(|(n, ms)| (n.clone(), *ms)));
+        for (name, ms) in all {
+            let _ = writeln!(
+                s,
+                "{:<4} {:<4} {:<3} {:<32} {:>9.4} {:>5.0}% {:>8.2}",
+                r.case,
+                r.layout,
+                r.direction,
+                name,
+                ms,
+                100.0 * r.bytes as f64 / (ms * 1e6) / copy_gbps,
+                r.gpu_ms / ms
+            );
+        }
+    }
+    s
+}
+
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -348,7 +403,7 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_scalar_ms\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}}}",
+            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_scalar_ms\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}, \"variant\": {}, \"other_variants\": [{}]}}",
             json_str(&r.case),
             json_str(r.layout),
             json_str(r.direction),
@@ -360,7 +415,13 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
             json_num(Some(r.gbps())),
             json_num(Some(r.gbps() / copy_gbps)),
             json_num(r.gpu_host_ms),
-            json_num(r.cpu_ms)
+            json_num(r.cpu_ms),
+            json_str(&r.variant),
+            r.other_variants
+                .iter()
+                .map(|(n, ms)| format!("{{\"name\": {}, \"gpu_ms\": {}}}", json_str(n), json_num(Some(*ms))))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         s.push_str(if i + 1 < rows.len() { ",\n" } else { "\n" });
     }

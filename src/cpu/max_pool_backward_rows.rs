@@ -12,28 +12,31 @@ pub fn gather_rows_eligible(g: &Geometry) -> bool {
     g.groups_and_lanes().1 == 1 && g.axes[2].input.is_multiple_of(4)
 }
 
-/// Rows of a block (`BLOCK_ROWS` in the shader): two where the input has two rows or more.
+/// The most rows a block may have (`BLOCK_ROWS` in the shader), and the default: two where the
+/// input has two rows or more. One row is the other choice.
 pub fn gather_block_rows(g: &Geometry) -> usize {
     g.axes[1].input.min(2)
 }
 
-/// Invocations for `groups` planes (blocks of rows of every D slice, four columns wide).
-pub fn gather_rows_invocations(g: &Geometry, groups: usize) -> usize {
+/// Invocations for `groups` planes in blocks of `rows` rows (blocks of rows of every D slice, four
+/// columns wide).
+pub fn gather_rows_invocations(g: &Geometry, groups: usize, rows: usize) -> usize {
     let [ad, ah, aw] = g.axes;
-    groups * ad.input * ah.input.div_ceil(gather_block_rows(g)) * (aw.input / 4)
+    groups * ad.input * ah.input.div_ceil(rows) * (aw.input / 4)
 }
 
-/// One block: writes its elements and returns the number of invalid indices among the windows
-/// whose anchor lies in the block.
+/// One block of `rows` rows (1 or 2): writes its elements and returns the number of invalid
+/// indices among the windows whose anchor lies in the block.
 pub fn max_pool_backward_rows_invocation<T: Element>(
     g: &Geometry,
+    rows: usize,
     grad_output: &[T],
     indices: &[u32],
     grad_input: &mut [T],
     t: usize,
 ) -> u64 {
+    assert!((1..=2).contains(&rows), "blocks have 1 or 2 rows, not {rows}");
     let [ad, ah, aw] = g.axes;
-    let rows = gather_block_rows(g);
     let blocks = aw.input / 4;
     let iw = (t % blocks) * 4;
     let q = t / blocks;
@@ -86,16 +89,17 @@ pub fn max_pool_backward_rows_invocation<T: Element>(
     invalid
 }
 
-/// Backward pass on row blocks for a geometry [`gather_rows_eligible`] accepts; returns the number
-/// of invalid indices.
+/// Backward pass on blocks of `rows` rows (1 or 2) for a geometry [`gather_rows_eligible`]
+/// accepts; returns the number of invalid indices.
 pub fn max_pool_backward_rows<T: Element>(
     g: &Geometry,
+    rows: usize,
     grad_output: &[T],
     indices: &[u32],
     grad_input: &mut [T],
 ) -> u64 {
     let (groups, _) = g.groups_and_lanes();
-    (0..gather_rows_invocations(g, groups))
-        .map(|t| max_pool_backward_rows_invocation(g, grad_output, indices, grad_input, t))
+    (0..gather_rows_invocations(g, groups, rows))
+        .map(|t| max_pool_backward_rows_invocation(g, rows, grad_output, indices, grad_input, t))
         .sum()
 }

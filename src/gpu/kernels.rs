@@ -114,6 +114,12 @@ impl Kernel {
         !matches!(self, Kernel::Forward | Kernel::ForwardRows | Kernel::ForwardShared | Kernel::ForwardSpan)
     }
 
+    /// Whether the kernel is a gather with plain sums and a NaN pass (`SINGLE_PASS` in its
+    /// shader): `max_pool_backward`, `_rows` and `_cells`.
+    pub fn is_gather(self) -> bool {
+        matches!(self, Kernel::Backward | Kernel::BackwardRows | Kernel::BackwardCells)
+    }
+
     /// Whether a workgroup works on a tile held in workgroup memory (one workgroup per tile).
     pub fn is_shared(self) -> bool {
         matches!(self, Kernel::ForwardShared | Kernel::BackwardShared)
@@ -166,6 +172,57 @@ impl LaneWidth {
             LaneWidth::One => 1,
             LaneWidth::Four => 4,
         }
+    }
+}
+
+/// One way to run a pass: a kernel, the channels per invocation and, for the row-block gather,
+/// the rows per block. [`Context::forward_variants`](super::Context::forward_variants) and
+/// [`Context::backward_variants`](super::Context::backward_variants) list those that apply to a
+/// problem, the context's choice first; [`RecordOptions::variant`](super::RecordOptions::variant)
+/// forces one (to compare kernels on a GPU, or to step around a driver's fault). Every variant
+/// gives the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Channels per invocation ([`LaneWidth::One`] for the row-blocked and workgroup-memory
+    /// kernels, which block along W instead).
+    pub width: LaneWidth,
+    /// Rows per block of [`Kernel::BackwardRows`] (`BLOCK_ROWS`: 1 or 2); 1 for the others.
+    pub block_rows: u32,
+    /// For the gathers ([`Kernel::is_gather`]): track PyTorch's NaN bits in the one pass over
+    /// the windows (`SINGLE_PASS`), instead of the default plain sums and a second pass for the
+    /// elements whose sum is NaN. Off by default; listed for comparing the two on a GPU.
+    pub single_pass: bool,
+}
+
+impl Variant {
+    /// `kernel` at `width`, one row per block.
+    pub fn new(kernel: Kernel, width: LaneWidth) -> Self {
+        Self { kernel, width, block_rows: 1, single_pass: false }
+    }
+
+    /// A short name: the entry point without `max_pool_`, then `/2rows` for two-row gather
+    /// blocks, ` x4` for four channels per invocation and ` single-pass` for
+    /// [`Variant::single_pass`] (`backward_rows/2rows`, `forward x4`, `backward x4 single-pass`).
+    pub fn name(&self) -> String {
+        let mut name = self.kernel.entry_point().trim_start_matches("max_pool_").to_string();
+        if self.block_rows != 1 {
+            name += &format!("/{}rows", self.block_rows);
+        }
+        if self.width == LaneWidth::Four {
+            name += " x4";
+        }
+        if self.single_pass {
+            name += " single-pass";
+        }
+        name
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
     }
 }
 
@@ -229,9 +286,10 @@ pub fn constants(dtype: DType) -> [u32; 4] {
     }
 }
 
-/// The override constants that specialise `kernel` to a geometry at lane width `width` (names as
-/// in `common.wgsl`, plus the tile of the workgroup-memory kernels).
-pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec<(&'static str, f64)> {
+/// The override constants that specialise `variant` to a geometry (names as in `common.wgsl`,
+/// plus the tile of the workgroup-memory kernels and the rows of the row-block gather).
+pub fn override_constants(variant: Variant, g: &Geometry) -> Vec<(&'static str, f64)> {
+    let Variant { kernel, width, block_rows, single_pass } = variant;
     let (_, lanes) = g.groups_and_lanes();
     let [d, h, w] = g.axes;
     let mut c = vec![("LANES", (lanes / width.get()) as f64)];
@@ -245,12 +303,15 @@ pub fn override_constants(kernel: Kernel, g: &Geometry, width: LaneWidth) -> Vec
             let [rows, columns] = tile(false);
             c.extend([("TILE_IH", rows as f64), ("TILE_IW", columns as f64)]);
         }
-        Kernel::BackwardRows => c.push(("BLOCK_ROWS", crate::cpu::reference::gather_block_rows(g) as f64)),
+        Kernel::BackwardRows => c.push(("BLOCK_ROWS", block_rows as f64)),
         Kernel::BackwardCells => {
             let [rows, columns] = crate::cpu::reference::cell_size(g);
             c.extend([("CELL_H", rows as f64), ("CELL_W", columns as f64)]);
         }
         _ => {}
+    }
+    if kernel.is_gather() {
+        c.push(("SINGLE_PASS", if single_pass { 1.0 } else { 0.0 }));
     }
     let names: [[&'static str; 3]; 6] = [
         ["IN_D", "IN_H", "IN_W"],
@@ -292,9 +353,8 @@ pub fn ranged_taps(g: &Geometry) -> bool {
 /// What a pipeline is specialised to: the geometry without the batch (which only changes counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct PipelineKey {
-    kernel: Kernel,
+    variant: Variant,
     dtype: DType,
-    width: LaneWidth,
     lanes: usize,
     axes: [crate::params::Axis; 3],
 }
@@ -401,22 +461,22 @@ impl Kernels {
             .clone()
     }
 
-    /// The pipeline for `kernel` specialised to `g`, compiled on first use.
+    /// The pipeline for `variant` specialised to `g`, compiled on first use.
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
-        kernel: Kernel,
+        variant: Variant,
         dtype: DType,
-        width: LaneWidth,
         g: &Geometry,
     ) -> wgpu::ComputePipeline {
-        let key = PipelineKey { kernel, dtype, width, lanes: g.groups_and_lanes().1, axes: g.axes };
+        let Variant { kernel, width, .. } = variant;
+        let key = PipelineKey { variant, dtype, lanes: g.groups_and_lanes().1, axes: g.axes };
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();
         }
         // Compiled outside the lock: other threads keep recording meanwhile.
         let module = self.module(device, kernel, dtype, width);
-        let constants = override_constants(kernel, g, width);
+        let constants = override_constants(variant, g);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry_point()),
             layout: Some(if kernel.is_backward() {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 use super::Context;
-use super::kernels::{Kernel, LaneWidth, ParamsUniform, WORKGROUP_SIZE};
+use super::kernels::{Kernel, LaneWidth, ParamsUniform, Variant, WORKGROUP_SIZE};
 use crate::element::DType;
 use crate::error::{Error, Result};
 use crate::params::{Geometry, PoolSpec};
@@ -66,6 +66,10 @@ pub struct BackwardBuffers<'a> {
 pub struct RecordOptions<'a> {
     /// Timestamps written at the start and end of the compute pass (needs `TIMESTAMP_QUERY`).
     pub timestamp_writes: Option<wgpu::ComputePassTimestampWrites<'a>>,
+    /// The kernel variant to run instead of the context's choice: one of those
+    /// [`Context::forward_variants`] / [`Context::backward_variants`] list for the problem, else
+    /// [`Error::VariantNotApplicable`]. `None`: the context's choice (the first listed).
+    pub variant: Option<Variant>,
 }
 
 /// One tensor's binding for one chunk.
@@ -237,32 +241,122 @@ impl Context {
         )
     }
 
-    /// Whether the row-blocked `kernel` applies: a geometry it takes ([`Kernel::takes`]), every
-    /// tensor on a boundary of the vectors the kernel reads it with ([`Kernel::items`]), and not
-    /// [`ContextOptions::scalar_only`](super::ContextOptions::scalar_only).
-    fn rows(&self, kernel: Kernel, g: &Geometry, tensors: &[TensorArg<'_>]) -> bool {
-        !self.options.scalar_only
-            && kernel.takes(g)
-            && tensors.iter().zip(kernel.items()).all(|(t, items)| t.region.offset.is_multiple_of(items * t.elem))
+    /// Whether the row-blocked `kernel` applies: a geometry it takes ([`Kernel::takes`]) and every
+    /// tensor on a boundary of the vectors the kernel reads it with ([`Kernel::items`]; `None`:
+    /// tensors assumed on 16-byte boundaries).
+    fn rows(kernel: Kernel, g: &Geometry, tensors: Option<&[TensorArg<'_>]>) -> bool {
+        kernel.takes(g)
+            && tensors.is_none_or(|ts| {
+                ts.iter().zip(kernel.items()).all(|(t, items)| t.region.offset.is_multiple_of(items * t.elem))
+            })
     }
 
-    /// The tile of the workgroup-memory kernels where they apply: overlapping windows (on the
-    /// input elements for backward), one lane, trivial D axis, and a tile that fits.
-    fn shared(&self, g: &Geometry, forward: bool) -> Option<[usize; 2]> {
-        if self.options.scalar_only || !self.options.workgroup_tiles || g.non_overlapping() {
-            return None;
-        }
-        crate::cpu::reference::shared_tile(g, forward)
-    }
-
-    /// Four channels per invocation where the layout is channels-last, C is a multiple of 4 and
-    /// every tensor starts on a 4-element boundary; otherwise one.
-    fn lane_width(&self, g: &Geometry, tensors: &[TensorArg<'_>]) -> LaneWidth {
-        let four = !self.options.scalar_only
-            && g.layout == crate::Layout::ChannelsLast
+    /// Whether four channels per invocation apply: channels-last, C a multiple of 4 and every
+    /// tensor on a 4-element boundary (`None`: assumed).
+    fn four_lanes(g: &Geometry, tensors: Option<&[TensorArg<'_>]>) -> bool {
+        g.layout == crate::Layout::ChannelsLast
             && g.channels.is_multiple_of(4)
-            && tensors.iter().all(|t| t.region.offset.is_multiple_of(4 * t.elem));
-        if four { LaneWidth::Four } else { LaneWidth::One }
+            && tensors.is_none_or(|ts| ts.iter().all(|t| t.region.offset.is_multiple_of(4 * t.elem)))
+    }
+
+    /// Whether the workgroup-memory kernels apply: overlapping windows with a tile that fits
+    /// ([`shared_tile`](crate::cpu::reference::shared_tile): one lane, trivial D axis).
+    fn shared_applies(g: &Geometry, forward: bool) -> bool {
+        !g.non_overlapping() && crate::cpu::reference::shared_tile(g, forward).is_some()
+    }
+
+    /// The variants that can run a forward pass of `g`, the default first: the workgroup-memory
+    /// tiles where [`ContextOptions::workgroup_tiles`](super::ContextOptions::workgroup_tiles)
+    /// asks for them, the row-blocked kernels, the four-channel kernel, one element per
+    /// invocation, and the tiles last where not asked for.
+    /// [`ContextOptions::scalar_only`](super::ContextOptions::scalar_only) leaves only the last.
+    fn forward_candidates(&self, g: &Geometry, tensors: Option<&[TensorArg<'_>]>) -> Vec<Variant> {
+        let one = |kernel| Variant::new(kernel, LaneWidth::One);
+        if self.options.scalar_only {
+            return vec![one(Kernel::Forward)];
+        }
+        let shared = Self::shared_applies(g, true);
+        let tiles_first = self.options.workgroup_tiles;
+        let mut list = vec![];
+        if shared && tiles_first {
+            list.push(one(Kernel::ForwardShared));
+        }
+        for kernel in [Kernel::ForwardRows, Kernel::ForwardSpan] {
+            if Self::rows(kernel, g, tensors) {
+                list.push(one(kernel));
+            }
+        }
+        if Self::four_lanes(g, tensors) {
+            list.push(Variant::new(Kernel::Forward, LaneWidth::Four));
+        }
+        list.push(one(Kernel::Forward));
+        if shared && !tiles_first {
+            list.push(one(Kernel::ForwardShared));
+        }
+        list
+    }
+
+    /// The variants that can run a backward pass of `g`, the default first. Tiling windows: the
+    /// scatter kernels (two outputs of a row, four channels, one element), then the gathers.
+    /// Other windows: the workgroup-memory gather where asked for, the row-block gather (two
+    /// rows where the input has them, then one), the cell and four-channel gathers, one element
+    /// per invocation, the workgroup-memory gather last where not asked for. Each gather with
+    /// plain sums is followed by its [`Variant::single_pass`] twin.
+    /// [`ContextOptions::scalar_only`](super::ContextOptions::scalar_only) leaves one element per
+    /// invocation only.
+    fn backward_candidates(&self, g: &Geometry, tensors: Option<&[TensorArg<'_>]>) -> Vec<Variant> {
+        let one = |kernel| Variant::new(kernel, LaneWidth::One);
+        let four = |kernel| Variant::new(kernel, LaneWidth::Four);
+        let tiles = g.tiles();
+        if self.options.scalar_only {
+            return vec![one(if tiles { Kernel::BackwardTiled } else { Kernel::Backward })];
+        }
+        let four_lanes = Self::four_lanes(g, tensors);
+        let shared = Self::shared_applies(g, false);
+        let tiles_first = self.options.workgroup_tiles;
+        let mut list = vec![];
+        if tiles {
+            if Self::rows(Kernel::BackwardTiledRows, g, tensors) {
+                list.push(one(Kernel::BackwardTiledRows));
+            }
+            if four_lanes {
+                list.push(four(Kernel::BackwardTiled));
+            }
+            list.push(one(Kernel::BackwardTiled));
+        } else if shared && tiles_first {
+            list.push(one(Kernel::BackwardShared));
+        }
+        if Self::rows(Kernel::BackwardRows, g, tensors) {
+            let most = crate::cpu::reference::gather_block_rows(g) as u32;
+            list.extend((1..=most).rev().map(|block_rows| Variant { block_rows, ..one(Kernel::BackwardRows) }));
+        }
+        if four_lanes {
+            list.extend([four(Kernel::BackwardCells), four(Kernel::Backward)]);
+        }
+        list.push(one(Kernel::Backward));
+        // Each gather's single-pass twin right after it.
+        let list = list.into_iter().flat_map(|v| {
+            let twin = v.kernel.is_gather().then_some(Variant { single_pass: true, ..v });
+            std::iter::once(v).chain(twin)
+        });
+        let mut list: Vec<Variant> = list.collect();
+        if shared && !tiles_first {
+            list.push(one(Kernel::BackwardShared));
+        }
+        list
+    }
+
+    /// `options.variant` if it is among `candidates`, else the first candidate.
+    fn choose(candidates: &[Variant], forced: Option<Variant>, direction: &str) -> Result<Variant> {
+        match forced {
+            None => Ok(candidates[0]),
+            Some(v) if candidates.contains(&v) => Ok(v),
+            Some(v) => Err(Error::VariantNotApplicable {
+                variant: v.name(),
+                direction: direction.into(),
+                applicable: candidates.iter().map(Variant::name).collect::<Vec<_>>().join(", "),
+            }),
+        }
     }
 
     fn uniform(&self, params: ParamsUniform) -> wgpu::Buffer {
@@ -343,26 +437,17 @@ impl Context {
             self.check_region(t, t.group_bytes * groups as u64)?;
         }
         Self::check_aliasing(&[&tensors[0]], &[&tensors[1], &tensors[2]])?;
+        let variant = Self::choose(&self.forward_candidates(&g, Some(&tensors)), options.variant, "forward")?;
         if groups == 0 {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let shared = self.shared(&g, true);
-        let kernel = if shared.is_some() {
-            Kernel::ForwardShared
-        } else if self.rows(Kernel::ForwardRows, &g, &tensors) {
-            Kernel::ForwardRows
-        } else if self.rows(Kernel::ForwardSpan, &g, &tensors) {
-            Kernel::ForwardSpan
-        } else {
-            Kernel::Forward
-        };
-        let rows = kernel.is_rows();
-        let width = self.lane_width(&g, &tensors);
+        let Variant { kernel, width, .. } = variant;
+        let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, true) } else { None };
         // Elements per array item of each binding: the unit of binding bases.
-        let items = if rows { kernel.items() } else { [width.get() as u64; 3] };
+        let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };
         let w = items[1];
-        let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
+        let pipeline = self.kernels.pipeline(&self.device, variant, dtype, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_in, base_in) = self.binding(&tensors[0], chunk, items[0]);
@@ -387,6 +472,30 @@ impl Context {
         }
         self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
         Ok(())
+    }
+
+    /// The kernel variants that can run a forward pass of `spec`, the one
+    /// [`Context::record_forward`] picks first (for buffers whose offsets are multiples of 16
+    /// bytes; other offsets can rule out the blocked kernels). Every variant gives the same bits;
+    /// force one with [`RecordOptions::variant`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpool::Error> {
+    /// use wgpool::{Context, InputShape, PoolParams, PoolSpec};
+    /// let ctx = Context::new()?;
+    /// let spec = PoolSpec::new(InputShape::nchw(1, 2, 8, 8), PoolParams::new([2, 2]));
+    /// let names: Vec<String> = ctx.forward_variants(&spec)?.iter().map(|v| v.name()).collect();
+    /// assert_eq!(names, ["forward_rows", "forward"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_variants(&self, spec: &PoolSpec) -> Result<Vec<Variant>> {
+        Ok(self.forward_candidates(&spec.validate()?, None))
+    }
+
+    /// The kernel variants that can run a backward pass of `spec`, the one
+    /// [`Context::record_backward`] picks first; as [`Context::forward_variants`].
+    pub fn backward_variants(&self, spec: &PoolSpec) -> Result<Vec<Variant>> {
+        Ok(self.backward_candidates(&spec.validate()?, None))
     }
 
     /// Records a backward pass into `encoder`: clears `invalid_count`, then writes every element
@@ -432,31 +541,16 @@ impl Context {
                 });
             }
         }
+        let variant = Self::choose(&self.backward_candidates(&g, Some(&tensors)), options.variant, "backward")?;
         encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
         if groups == 0 {
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
-        let shared = if g.tiles() { None } else { self.shared(&g, false) };
-        let width = self.lane_width(&g, &tensors);
-        let kernel = if g.tiles() {
-            if self.rows(Kernel::BackwardTiledRows, &g, &tensors) {
-                Kernel::BackwardTiledRows
-            } else {
-                Kernel::BackwardTiled
-            }
-        } else if shared.is_some() {
-            Kernel::BackwardShared
-        } else if self.rows(Kernel::BackwardRows, &g, &tensors) {
-            Kernel::BackwardRows
-        } else if width == LaneWidth::Four {
-            Kernel::BackwardCells
-        } else {
-            Kernel::Backward
-        };
-        let rows = kernel.is_rows();
-        let items = if rows { kernel.items() } else { [width.get() as u64; 3] };
-        let pipeline = self.kernels.pipeline(&self.device, kernel, dtype, width, &g);
+        let Variant { kernel, width, block_rows, .. } = variant;
+        let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, false) } else { None };
+        let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };
+        let pipeline = self.kernels.pipeline(&self.device, variant, dtype, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_go, base_go) = self.binding(&tensors[0], chunk, items[0]);
@@ -467,7 +561,9 @@ impl Context {
             // Invocations: one per item of grad_output (scatter) or grad_input (gather).
             let outputs = chunk.groups as u64 * out_group / items[0];
             let inputs = match kernel {
-                Kernel::BackwardRows => crate::cpu::reference::gather_rows_invocations(&g, chunk.groups) as u64,
+                Kernel::BackwardRows => {
+                    crate::cpu::reference::gather_rows_invocations(&g, chunk.groups, block_rows as usize) as u64
+                }
                 Kernel::BackwardCells => crate::cpu::reference::cells_invocations(&g, chunk.groups) as u64,
                 _ => chunk.groups as u64 * in_group / items[2],
             };

@@ -49,6 +49,18 @@ pub fn contexts() -> &'static [Context] {
     })
 }
 
+/// Creates a context like `base` but with `options` (same adapter).
+pub fn context_with(base: &Context, options: ContextOptions) -> Context {
+    let name = base.adapter_info().name.clone();
+    let backend = base.adapter_info().backend;
+    let adapters = wgpool::gpu::enumerate_adapters_blocking(&ContextOptions {
+        backends: Some(backend.into()),
+        ..Default::default()
+    });
+    let adapter = adapters.iter().find(|a| a.get_info().name == name).expect("same adapter again");
+    pollster::block_on(Context::from_adapter(adapter, &ContextOptions { poison_outputs: true, ..options })).unwrap()
+}
+
 /// Counts GPU cases per adapter: `ran` when created, `passed` by [`Case::pass`]. The totals go to
 /// `$WGPOOL_SUMMARY_DIR/gpu-cases-<pid>.tsv` (adapter, ran, passed) for `.ci/run` to print.
 pub struct Case(String);

@@ -219,18 +219,6 @@ fn empty_batch_gives_empty_outputs() {
     }
 }
 
-/// Creates a context like `base` but with `options` (same adapter).
-fn context_with(base: &Context, options: ContextOptions) -> Context {
-    let name = base.adapter_info().name.clone();
-    let backend = base.adapter_info().backend;
-    let adapters = wgpool::gpu::enumerate_adapters_blocking(&ContextOptions {
-        backends: Some(backend.into()),
-        ..Default::default()
-    });
-    let adapter = adapters.iter().find(|a| a.get_info().name == name).expect("same adapter again");
-    pollster::block_on(Context::from_adapter(adapter, &ContextOptions { poison_outputs: true, ..options })).unwrap()
-}
-
 #[test]
 fn tensors_above_the_binding_limit_are_split_into_chunks() {
     let mut rng = Rng::new(5);

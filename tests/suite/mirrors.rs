@@ -42,17 +42,21 @@ fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
         assert_eq!(reference::max_pool_backward_shared(&g, &grad, &bad, &mut scratch), want, "{name}: invalid count");
     }
     if reference::gather_rows_eligible(&g) {
-        let mut rows_gi = vec![T::from_f32(f32::NAN); g.input_len()];
-        assert_eq!(reference::max_pool_backward_rows(&g, &grad, &indices, &mut rows_gi), 0, "{name}");
-        assert_bits_eq("row-block gather grad_input", &name, &rows_gi, &gather);
-        let mut bad = indices.clone();
-        let n = bad.len();
-        for k in [0, n / 3, n - 1] {
-            bad[k] = bad[k].wrapping_add(2 + k as u32 % 5);
+        // Blocks of two rows (the default where the input has two) and of one.
+        for rows in 1..=reference::gather_block_rows(&g) {
+            let mut rows_gi = vec![T::from_f32(f32::NAN); g.input_len()];
+            assert_eq!(reference::max_pool_backward_rows(&g, rows, &grad, &indices, &mut rows_gi), 0, "{name}");
+            assert_bits_eq(&format!("row-block gather grad_input, {rows} rows"), &name, &rows_gi, &gather);
+            let mut bad = indices.clone();
+            let n = bad.len();
+            for k in [0, n / 3, n - 1] {
+                bad[k] = bad[k].wrapping_add(2 + k as u32 % 5);
+            }
+            let mut scratch = vec![T::ZERO; g.input_len()];
+            let want = reference::max_pool_backward(&g, &grad, &bad, &mut scratch);
+            let got = reference::max_pool_backward_rows(&g, rows, &grad, &bad, &mut scratch);
+            assert_eq!(got, want, "{name}: invalid count, {rows} rows");
         }
-        let mut scratch = vec![T::ZERO; g.input_len()];
-        let want = reference::max_pool_backward(&g, &grad, &bad, &mut scratch);
-        assert_eq!(reference::max_pool_backward_rows(&g, &grad, &bad, &mut scratch), want, "{name}: invalid count");
     }
     if reference::rows_eligible(&g, 4) {
         let mut rows_values = vec![T::from_f32(f32::NAN); g.output_len()];
@@ -61,7 +65,7 @@ fn check_mirrors<T: Element>(spec: &PoolSpec, rng: &mut Rng) {
         assert_bits_eq("rows values", &name, &rows_values, &values);
         assert_eq!(rows_indices, indices, "{name}: rows indices");
     }
-    if reference::cells_eligible(&g) && !g.tiles() {
+    if reference::cells_eligible(&g) {
         let mut cells_gi = vec![T::from_f32(f32::NAN); g.input_len()];
         assert_eq!(reference::max_pool_backward_cells(&g, &grad, &indices, &mut cells_gi), 0, "{name}");
         assert_bits_eq("cell gather grad_input", &name, &cells_gi, &gather);

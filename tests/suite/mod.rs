@@ -12,3 +12,4 @@ mod npy_corpus;
 mod robustness;
 mod soak;
 mod tensor;
+mod variants;

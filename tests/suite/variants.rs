@@ -1,0 +1,291 @@
+//! Every kernel variant a context lists for a problem (`Context::forward_variants`,
+//! `backward_variants`), forced through `RecordOptions::variant`, against the CPU reference bit
+//! for bit, into poisoned outputs, on every adapter; and forcing one that does not apply is an
+//! error that records nothing.
+
+use std::collections::BTreeSet;
+
+use super::common::*;
+use wgpool::gpu::{Kernel, LaneWidth, Variant};
+use wgpool::{
+    BackwardBuffers, BackwardTensors, Context, ContextOptions, DType, Error, ForwardBuffers, GpuTensor, InputShape,
+    Layout, PoolParams, PoolSpec, PooledTensors, RecordOptions, cpu,
+};
+
+/// Problems that between them make every kernel variant apply.
+fn fixed_specs() -> Vec<PoolSpec> {
+    let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    vec![
+        // k2 s2 channels-first: forward rows, tiled rows, both row-block gathers.
+        PoolSpec::new(InputShape::nchw(2, 3, 6, 16), PoolParams::new([2, 2])),
+        // The ResNet stem, channels-first: span forward, workgroup tiles, row-block gathers;
+        // odd height (the last two-row block has one real row).
+        PoolSpec::new(InputShape::nchw(2, 3, 9, 16), k3.clone()),
+        // ... channels-last with C % 4 == 0: four-channel forward, cell and four-channel gathers.
+        PoolSpec::new(InputShape::nchw(2, 8, 7, 5), k3.clone()).layout(Layout::ChannelsLast),
+        // Tiling channels-last: the four-channel scatter and the gathers on tiles.
+        PoolSpec::new(InputShape::nchw(2, 4, 6, 8), PoolParams::new([2, 2])).layout(Layout::ChannelsLast),
+        // 1-D, one row (one-row gather blocks only), ceil_mode.
+        PoolSpec::new(InputShape::new(2, 3, [20]), PoolParams::new([3]).stride([2]).padding([1]).ceil_mode(true)),
+        // 3-D with dilation and padding.
+        PoolSpec::new(
+            InputShape::new(1, 2, [4, 5, 8]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 1]).padding([1, 1, 1]).dilation([1, 1, 2]),
+        ),
+    ]
+}
+
+/// Whether the kernel counts invalid indices the way the general gather does (once per window
+/// whose anchor its invocation holds); the scatter kernels count per output or per block.
+fn counts_like_the_gather(kernel: Kernel) -> bool {
+    !matches!(kernel, Kernel::BackwardTiled | Kernel::BackwardTiledRows)
+}
+
+fn poison_f32(n: usize) -> Vec<f32> {
+    (0..n).map(|i| f32::from_bits(0x7fc0_dead ^ i as u32)).collect()
+}
+
+fn forced(variant: Variant) -> RecordOptions<'static> {
+    RecordOptions { variant: Some(variant), ..Default::default() }
+}
+
+/// Runs every listed variant of `spec` on `ctx` and compares; returns the variants run.
+fn check_variants(ctx: &Context, spec: &PoolSpec, rng: &mut Rng) -> Vec<Variant> {
+    let g = spec.validate().unwrap();
+    let n = g.input_len();
+    let input_data = nasty_values::<f32>(rng, n);
+    let want = cpu::reference::forward(spec, &input_data).unwrap();
+    let grad_data = gradients::<f32>(rng, want.values.len());
+    let want_gi = cpu::reference::backward(spec, &grad_data, &want.indices).unwrap();
+    let out_shape = g.output_shape();
+    let input = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, &input_data).unwrap();
+    let grad_output = GpuTensor::upload(ctx, out_shape.clone(), spec.layout, &grad_data).unwrap();
+    let indices = GpuTensor::upload(ctx, out_shape, spec.layout, &want.indices).unwrap();
+    // Three spoiled indices: outside the plane, shifted, and -1 in a real window.
+    let mut bad_data = want.indices.clone();
+    let m = bad_data.len();
+    bad_data[0] = g.plane_in() as u32;
+    bad_data[m / 2] = bad_data[m / 2].wrapping_add(5);
+    bad_data[m - 1] = u32::MAX;
+    let mut scratch = vec![0f32; n];
+    let bad_count = cpu::reference::max_pool_backward(&g, &grad_data, &bad_data, &mut scratch);
+    assert!(bad_count > 0, "{spec:?}: the spoiled indices must be invalid");
+    let bad = GpuTensor::upload(ctx, indices.shape().clone(), spec.layout, &bad_data).unwrap();
+    let pooled = PooledTensors::<f32>::allocate(ctx, spec).unwrap();
+    let back = BackwardTensors::<f32>::allocate(ctx, spec).unwrap();
+
+    let forward = ctx.forward_variants(spec).unwrap();
+    let backward = ctx.backward_variants(spec).unwrap();
+    for &variant in &forward {
+        let name = format!("{} {variant} {spec:?}", ctx.describe());
+        pooled.values.write(ctx, &poison_f32(m)).unwrap();
+        pooled.indices.write(ctx, &vec![0xdead_beef; m]).unwrap();
+        let buffers =
+            ForwardBuffers { input: input.region(), values: pooled.values.region(), indices: pooled.indices.region() };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ctx.record_forward(&mut encoder, spec, DType::F32, &buffers, forced(variant))
+            .unwrap_or_else(|e| panic!("[{name}] forward: {e}"));
+        ctx.queue().submit([encoder.finish()]);
+        assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
+        assert_eq!(pooled.indices.download(ctx).unwrap(), want.indices, "[{name}] indices");
+    }
+    for &variant in &backward {
+        let name = format!("{} {variant} {spec:?}", ctx.describe());
+        for (idx, count) in [(&indices, 0), (&bad, bad_count)] {
+            back.grad_input.write(ctx, &poison_f32(n)).unwrap();
+            let buffers = BackwardBuffers {
+                grad_output: grad_output.region(),
+                indices: idx.region(),
+                grad_input: back.grad_input.region(),
+                invalid_count: back.invalid_count.region(),
+            };
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            ctx.record_backward(&mut encoder, spec, DType::F32, &buffers, forced(variant))
+                .unwrap_or_else(|e| panic!("[{name}] backward: {e}"));
+            ctx.queue().submit([encoder.finish()]);
+            let got = match back.invalid_count.read(ctx) {
+                Ok(()) => 0,
+                Err(Error::InvalidIndices { count }) => count,
+                Err(e) => panic!("[{name}] reading the count: {e}"),
+            };
+            if count == 0 {
+                assert_eq!(got, 0, "[{name}] invalid count of valid indices");
+                assert_bits_eq("grad_input", &name, &back.grad_input.download(ctx).unwrap(), &want_gi);
+            } else if counts_like_the_gather(variant.kernel) {
+                assert_eq!(got, count, "[{name}] invalid count of spoiled indices");
+            } else {
+                assert!(got > 0, "[{name}] spoiled indices not counted");
+            }
+        }
+    }
+    forward.into_iter().chain(backward).collect()
+}
+
+#[test]
+fn every_listed_variant_matches_the_reference_on_every_adapter() {
+    let mut rng = Rng::new(31);
+    for ctx in contexts() {
+        let mut seen = BTreeSet::new();
+        for spec in fixed_specs() {
+            let case = Case::start(ctx);
+            for v in check_variants(ctx, &spec, &mut rng) {
+                seen.insert(format!("{v}"));
+            }
+            case.pass();
+        }
+        // Every kernel ran, and both gather block heights.
+        for kernel in Kernel::ALL {
+            let name = Variant::new(kernel, LaneWidth::One).name();
+            assert!(
+                seen.iter().any(|s| s.split([' ', '/']).next() == Some(&*name)),
+                "[{}] no fixed problem lists {name}; seen: {seen:?}",
+                ctx.describe()
+            );
+        }
+        for name in [
+            "backward_rows/2rows",
+            "backward_rows",
+            "backward_cells x4",
+            "backward x4",
+            "forward x4",
+            "backward_rows/2rows single-pass",
+            "backward_rows single-pass",
+            "backward_cells x4 single-pass",
+            "backward x4 single-pass",
+            "backward single-pass",
+        ] {
+            assert!(seen.contains(name), "[{}] {name} never ran; seen: {seen:?}", ctx.describe());
+        }
+        for _ in 0..12 {
+            let spec = random_spec(&mut rng, 9);
+            let case = Case::start(ctx);
+            check_variants(ctx, &spec, &mut rng);
+            case.pass();
+        }
+    }
+}
+
+#[test]
+fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
+    let stem = PoolSpec::new(InputShape::nchw(2, 3, 9, 16), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]));
+    let names = |list: Vec<Variant>| list.iter().map(Variant::name).collect::<Vec<_>>();
+    for base in contexts() {
+        let case = Case::start(base);
+        let who = base.describe();
+        assert_eq!(
+            names(base.forward_variants(&stem).unwrap()),
+            ["forward_span", "forward", "forward_shared"],
+            "[{who}]"
+        );
+        assert_eq!(
+            names(base.backward_variants(&stem).unwrap()),
+            [
+                "backward_rows/2rows",
+                "backward_rows/2rows single-pass",
+                "backward_rows",
+                "backward_rows single-pass",
+                "backward",
+                "backward single-pass",
+                "backward_shared"
+            ],
+            "[{who}]"
+        );
+        let tiles = context_with(base, ContextOptions { workgroup_tiles: true, ..Default::default() });
+        assert_eq!(tiles.forward_variants(&stem).unwrap()[0].name(), "forward_shared", "[{who}]");
+        assert_eq!(tiles.backward_variants(&stem).unwrap()[0].name(), "backward_shared", "[{who}]");
+        let scalar = context_with(base, ContextOptions { scalar_only: true, ..Default::default() });
+        assert_eq!(names(scalar.forward_variants(&stem).unwrap()), ["forward"], "[{who}]");
+        assert_eq!(names(scalar.backward_variants(&stem).unwrap()), ["backward"], "[{who}]");
+        let tiled = PoolSpec::new(InputShape::nchw(2, 4, 6, 8), PoolParams::new([2, 2])).layout(Layout::ChannelsLast);
+        assert_eq!(names(scalar.backward_variants(&tiled).unwrap()), ["backward_tiled"], "[{who}]");
+        assert_eq!(
+            names(base.backward_variants(&tiled).unwrap()),
+            [
+                "backward_tiled x4",
+                "backward_tiled",
+                "backward_cells x4",
+                "backward_cells x4 single-pass",
+                "backward x4",
+                "backward x4 single-pass",
+                "backward",
+                "backward single-pass"
+            ],
+            "[{who}]"
+        );
+        case.pass();
+    }
+}
+
+#[test]
+fn forcing_a_variant_that_does_not_apply_is_an_error_and_records_nothing() {
+    let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    let nhwc = PoolSpec::new(InputShape::nchw(1, 4, 4, 8), PoolParams::new([2, 2])).layout(Layout::ChannelsLast);
+    let nchw6 = PoolSpec::new(InputShape::nchw(1, 2, 4, 6), k3.clone());
+    let nchw8 = PoolSpec::new(InputShape::nchw(1, 2, 4, 8), k3);
+    let rows = |block_rows| Variant { block_rows, ..Variant::new(Kernel::BackwardRows, LaneWidth::One) };
+    let single = |kernel, width| Variant { single_pass: true, ..Variant::new(kernel, width) };
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let scalar = context_with(ctx, ContextOptions { scalar_only: true, ..Default::default() });
+        let cases: [(&Context, &PoolSpec, bool, Variant); 8] = [
+            // Channels-last has no row kernels.
+            (ctx, &nhwc, true, Variant::new(Kernel::ForwardRows, LaneWidth::One)),
+            // A width of 6 is no multiple of 4.
+            (ctx, &nchw6, false, rows(2)),
+            // Channels-first has no four-channel kernels.
+            (ctx, &nchw6, false, Variant::new(Kernel::BackwardCells, LaneWidth::Four)),
+            // Blocks of 3 rows do not exist.
+            (ctx, &nchw8, false, rows(3)),
+            // Overlapping windows do not tile.
+            (ctx, &nchw8, false, Variant::new(Kernel::BackwardTiled, LaneWidth::One)),
+            // Only the gathers have a single-pass form.
+            (ctx, &nhwc, true, single(Kernel::Forward, LaneWidth::Four)),
+            // scalar_only leaves one element per invocation, without the single-pass twin.
+            (&scalar, &nhwc, true, Variant::new(Kernel::Forward, LaneWidth::Four)),
+            (&scalar, &nchw8, false, single(Kernel::Backward, LaneWidth::One)),
+        ];
+        for (c, spec, forward, variant) in cases {
+            let who = format!("{} {variant} {spec:?}", c.describe());
+            let g = spec.validate().unwrap();
+            let out_shape = g.output_shape();
+            let (n, m) = (g.input_len(), g.output_len());
+            let a = GpuTensor::upload(c, spec.input.clone(), spec.layout, &poison_f32(n)).unwrap();
+            let b = GpuTensor::upload(c, out_shape.clone(), spec.layout, &poison_f32(m)).unwrap();
+            let x = GpuTensor::upload(c, out_shape, spec.layout, &vec![0xdead_beef_u32; m]).unwrap();
+            let counter = wgpool::InvalidCount::new(c).unwrap();
+            c.queue().write_buffer(counter.region().buffer, counter.region().offset, &7u32.to_le_bytes());
+            let mut encoder = c.device().create_command_encoder(&Default::default());
+            let err = if forward {
+                let buffers = ForwardBuffers { input: a.region(), values: b.region(), indices: x.region() };
+                c.record_forward(&mut encoder, spec, DType::F32, &buffers, forced(variant)).unwrap_err()
+            } else {
+                let buffers = BackwardBuffers {
+                    grad_output: b.region(),
+                    indices: x.region(),
+                    grad_input: a.region(),
+                    invalid_count: counter.region(),
+                };
+                c.record_backward(&mut encoder, spec, DType::F32, &buffers, forced(variant)).unwrap_err()
+            };
+            match &err {
+                Error::VariantNotApplicable { variant: v, direction, applicable } => {
+                    assert_eq!(v, &variant.name(), "[{who}]");
+                    assert_eq!(direction, if forward { "forward" } else { "backward" }, "[{who}]");
+                    let list = if forward { c.forward_variants(spec) } else { c.backward_variants(spec) };
+                    let names: Vec<String> = list.unwrap().iter().map(Variant::name).collect();
+                    assert!(!names.contains(&variant.name()), "[{who}] listed: {names:?}");
+                    assert_eq!(applicable, &names.join(", "), "[{who}]");
+                }
+                other => panic!("[{who}] expected VariantNotApplicable, got {other:?}"),
+            }
+            assert!(err.to_string().contains(&variant.name()), "[{who}] message: {err}");
+            // Nothing was recorded: no pass wrote the outputs, no clear reset the counter.
+            c.queue().submit([encoder.finish()]);
+            assert_bits_eq("input/grad_input", &who, &a.download(c).unwrap(), &poison_f32(n));
+            assert_bits_eq("values/grad_output", &who, &b.download(c).unwrap(), &poison_f32(m));
+            assert_eq!(x.download(c).unwrap(), vec![0xdead_beef_u32; m], "[{who}] indices");
+            assert_eq!(counter.read(c), Err(Error::InvalidIndices { count: 7 }), "[{who}] counter");
+        }
+        case.pass();
+    }
+}
