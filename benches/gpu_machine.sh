@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # One prepared run on a machine with a real GPU and no Rust toolchain (the project's lent
 # H100/H200 machines): correctness on every adapter, then `wgpool bench` and PyTorch on the same
-# card in the same call. Binaries are built beforehand on the development machine:
-#
-#   cargo build --release && cargo test --release --no-run   # then copy into .gpu-bin/:
-#   .gpu-bin/wgpool  .gpu-bin/tests  (the integration-test binary)  .gpu-bin/golden/max_pool.golden
+# card in the same call. Binaries are built beforehand on the development machine by
+# benches/prepare_gpu_bin.sh (.gpu-bin/wgpool, .gpu-bin/tests, the loader packages in .gl/).
 #
 # Usage there: benches/gpu_machine.sh OUT_DIR [--cpu]   (Vulkan loader packages in .gl/, see README)
 #   --cpu: last, the CPU path against PyTorch's CPU kernels on that machine's cores, alternating
 #          case by case (`compare_torch.py --wgpool`, one round; about 2 minutes)
+# Steps run in order of importance, each writing its own files under OUT_DIR, and each gets at
+# most what is left of BUDGET_S seconds (default 540, under the device's 600 s per command), so a
+# slow step costs the later ones, never the results already written.
 set -u
+deadline=$((SECONDS + ${BUDGET_S:-540}))
+# Seconds for the next step: at most $1, at most what is left (at least 5).
+left() { local l=$((deadline - SECONDS)); (( l > $1 )) && l=$1; (( l < 5 )) && l=5; echo $l; }
 out=${1:-/tmp/wgpool-out}
 cpu_side_by_side=${2:-}
 mkdir -p "$out"
@@ -27,31 +31,37 @@ chmod +x $bin/* 2>/dev/null
 } > "$out/info.txt" 2>&1
 cat "$out/info.txt"
 
-echo "== correctness: GPU against the CPU reference and PyTorch golden data, every adapter"
+echo "== correctness: GPU against the CPU reference and PyTorch golden data, every kernel variant, every adapter"
 summary=$(mktemp -d)
-WGPOOL_SUMMARY_DIR="$summary" timeout 240 $bin/tests --test-threads 4 gpu_vs_cpu golden naga > "$out/tests.txt" 2>&1
+WGPOOL_SUMMARY_DIR="$summary" timeout "$(left 150)" $bin/tests --test-threads 4 gpu_vs_cpu golden naga variants > "$out/tests.txt" 2>&1
 echo "GPU cases per adapter (adapter, ran, passed):" >> "$out/tests.txt"
 cat "$summary"/*.tsv >> "$out/tests.txt" 2>/dev/null
 grep -v "^test .* ok$" "$out/tests.txt" | tail -25
 
-echo "== wgpool bench (Vulkan): default kernels, every other kernel variant (--variants), CPU path, transfers"
-WGPU_BACKEND=vulkan timeout 360 $bin/wgpool bench --variants --json "$out/bench.json" --plot "$out/report.svg" > "$out/bench.txt" 2>&1
-# The main table, then the variant rows of the cases below 85 % of the copy (all in bench.txt).
-sed -n '/^adapter/,/^kernel variants/p' "$out/bench.txt" | grep -v "^kernel variants"
-grep -E "^(case|B|D|E) " "$out/bench.txt" | sed -n '/variant/,$p' 
-echo "== case G alone in a fresh process"
-WGPU_BACKEND=vulkan timeout 100 $bin/wgpool bench --no-cpu --no-transfers --cases G --json "$out/bench_g.json" 2>&1 | tail -5
-echo "== demo (cargo run --release) on Vulkan, and on GL"
-WGPU_BACKEND=vulkan timeout 60 $bin/wgpool 2>&1 | tail -12
-WGPU_BACKEND=gl timeout 60 $bin/wgpool 2>&1 | tail -4
+echo "== every kernel variant, GPU only (Vulkan)"
+WGPU_BACKEND=vulkan timeout "$(left 120)" $bin/wgpool bench --variants --no-cpu --no-transfers \
+  --json "$out/variants.json" > "$out/variants.txt" 2>&1
+# The variant rows of B, D and E (below 85 % of the copy on the H100 in 2026-11), all in variants.txt.
+grep -E "^(case|B|D|E) " "$out/variants.txt" | sed -n '/variant/,$p'
+
 echo "== PyTorch on the same card"
-timeout 240 python3 benches/compare_torch.py --cuda-only --quiet-wait 0 --json "$out/torch.json" > "$out/torch.txt" 2>&1 \
-  || timeout 120 python3 .gpu-bin/bench_torch_cuda.py >> "$out/torch.txt" 2>&1
+timeout "$(left 150)" python3 benches/compare_torch.py --cuda-only --quiet-wait 0 --json "$out/torch.json" > "$out/torch.txt" 2>&1 \
+  || timeout "$(left 60)" python3 $bin/bench_torch_cuda.py >> "$out/torch.txt" 2>&1
 tail -24 "$out/torch.txt"
+
+echo "== wgpool bench (Vulkan): default kernels, CPU path, transfers, overhead, plot"
+WGPU_BACKEND=vulkan timeout "$(left 150)" $bin/wgpool bench --json "$out/bench.json" --plot "$out/report.svg" > "$out/bench.txt" 2>&1
+grep -v "^adapter\|^timing" "$out/bench.txt" | tail -32
+echo "== case G alone in a fresh process"
+WGPU_BACKEND=vulkan timeout "$(left 60)" $bin/wgpool bench --no-cpu --no-transfers --cases G --json "$out/bench_g.json" 2>&1 | tail -5
+echo "== demo (cargo run --release) on Vulkan, and on GL"
+WGPU_BACKEND=vulkan timeout "$(left 30)" $bin/wgpool 2>&1 | tail -12
+WGPU_BACKEND=gl timeout "$(left 30)" $bin/wgpool 2>&1 | tail -4
 
 if [ "$cpu_side_by_side" = "--cpu" ]; then
   echo "== CPU path against PyTorch's CPU kernels on this machine (alternating, one round)"
-  timeout 240 python3 benches/compare_torch.py --wgpool $bin/wgpool --rounds 1 --runs 7 --no-cuda --quiet-wait 0 \
+  timeout "$(left 200)" python3 benches/compare_torch.py --wgpool $bin/wgpool --rounds 1 --runs 7 --no-cuda --quiet-wait 0 \
     --json "$out/cpu_side_by_side.json" > "$out/cpu_side_by_side.txt" 2>&1
   tail -19 "$out/cpu_side_by_side.txt"
 fi
+echo "== done in $SECONDS s"

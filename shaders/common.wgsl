@@ -41,6 +41,10 @@ override DIL_W: u32 = 1u;
 // over 3 elements is valid) that scanning the padding would take seconds. Off, the loops have
 // constant trip counts and unroll.
 override RANGED_TAPS: bool = false;
+// For the gathers with a NaN pass (max_pool_backward, _rows, _cells): whether their one pass over
+// the windows tracks PyTorch's NaN bits (the `single_pass` variant, for comparisons) instead of
+// plain sums and a second pass where a NaN turned up. Other kernels ignore it.
+override SINGLE_PASS: bool = false;
 // The most windows that share one input element on each axis, ceil(eff / stride): constant trip
 // counts let the backward's window loops unroll.
 override CAND_D: u32 = 1u;
@@ -188,6 +192,17 @@ fn index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
     let inside = (index < I(IN_D * IN_H * IN_W)) & window_contains(axis_d(), od, id) & window_contains(axis_h(), oh, ih)
         & window_contains(axis_w(), ow, iw);
     return select(inside, B(padding_only), index == I(NO_INDEX));
+}
+
+// An element's gradient from its sum: PyTorch's +0.0 start restored (a compiler that drops the
+// +0.0 start would leave a -0.0; PyTorch has +0.0), or the NaN the tracking chose.
+fn settle(acc: V, nan: V, has_nan: B) -> V {
+    return select(select(acc, V(0.0), acc == V(0.0)), nan, has_nan);
+}
+
+// `settle` on four elements, whatever the lane width.
+fn settle4(acc: vec4<T>, nan: vec4<T>, has_nan: vec4<bool>) -> vec4<T> {
+    return select(select(acc, vec4<T>(0.0), acc == vec4<T>(0.0)), nan, has_nan);
 }
 
 // Adds the gradient `g` to the lanes of an element sum that `hit` selects: the sum and NaN rules

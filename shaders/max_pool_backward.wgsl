@@ -3,7 +3,7 @@
 // deterministic and equal to the CPU's bit for bit). It also validates the index of every window
 // whose anchor it is — the window's first real element, which every window has — using the index
 // it has just loaded, so validation costs no extra memory traffic. The sums are plain additions;
-// NaN bits are settled by a second pass, only where a sum is NaN (see `gather`).
+// NaN bits are settled by a second pass, only where a NaN turned up (see `gather`).
 // At width 4 an invocation handles four adjacent channels; each lane does the width-1 work.
 // CPU mirror: src/cpu/max_pool_backward.rs.
 
@@ -14,13 +14,9 @@
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
-// Whether the one pass over the windows tracks PyTorch's NaN bits (the host's choice for
-// comparisons; see `Variant::single_pass`) instead of plain sums and a second pass where a sum is
-// NaN.
-override SINGLE_PASS: bool = false;
-
 // What one invocation gathers for one element (per lane): the sum, the NaN PyTorch's CPU would
-// have, whether it has one, and the invalid indices among the windows it anchors.
+// have, whether it has one (the plain pass: whether a NaN gradient hit, or the sum is NaN), and
+// the invalid indices among the windows it anchors.
 struct Gathered {
     acc: V,
     nan: V,
@@ -31,11 +27,13 @@ struct Gathered {
 // Sums, in output order, the gradients of the windows wd × wh × ww whose index is `pos`, from
 // +0.0 (so a lone -0.0 lands as +0.0, as PyTorch computes 0 + sum), and with `validate` counts
 // the invalid indices of the windows this element anchors.
-// - `exact` false: plain sums (the first pass). A plain sum is NaN exactly where a NaN event
-//   happened (a NaN gradient, or inf + -inf) and is the exact sum everywhere else.
+// - `exact` false: plain sums (the first pass), and `has_nan` set where a NaN gradient hit —
+//   a bit test on the loaded value, which no compiler may fold, unlike a test of the sum under
+//   fast math. A sum that is NaN without one came from inf + -inf. Either way the element needs
+//   the second pass; everywhere else the plain sum is the exact one.
 // - `exact` true: NaN bits as PyTorch's CPU has them whatever the GPU does with NaNs — the first
 //   NaN event decides (a NaN gradient: nan_result; inf + -inf: indefinite). The second pass, run
-//   only by invocations whose plain sum came out NaN; or the only pass with SINGLE_PASS.
+//   only by invocations where the first one met a NaN; or the only pass with SINGLE_PASS.
 fn gather(exact: bool, validate: bool, pos: I, output_base: u32, index_base: u32, at: vec3<u32>, wd: vec2<u32>, wh: vec2<u32>,
     ww: vec2<u32>) -> Gathered {
     var r = Gathered(V(0.0), V(0.0), B(false), 0u);
@@ -70,6 +68,7 @@ fn gather(exact: bool, validate: bool, pos: I, output_base: u32, index_base: u32
                         r.acc = sum;
                     } else {
                         r.acc = r.acc + select(V(0.0), g, hit);
+                        r.has_nan = r.has_nan | (hit & is_nan(g));
                     }
                 }
                 if validate && all(at == vec3<u32>(anchor(axis_d(), od), anchor(axis_h(), oh), anchor(axis_w(), ow))) {
@@ -111,10 +110,9 @@ fn max_pool_backward(
     if r.invalid != 0u {
         atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }
-    if !SINGLE_PASS && any(is_nan(r.acc)) {
+    if !SINGLE_PASS && any(r.has_nan | is_nan(r.acc)) {
         // (The second pass does not count: the first one has.)
         r = gather(true, false, pos, output_base, index_base, at, wd, wh, ww);
     }
-    // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
-    grad_input[params.bases.y + t] = select(select(r.acc, V(0.0), r.acc == V(0.0)), r.nan, r.has_nan);
+    grad_input[params.bases.y + t] = settle(r.acc, r.nan, r.has_nan);
 }

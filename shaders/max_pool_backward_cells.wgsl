@@ -5,7 +5,7 @@
 // position. The positions of a cell share their windows: case B (3×3/2) visits 4 windows for a
 // cell of 4 positions, against 9 for the same positions one by one. Per element it is exactly the
 // computation of max_pool_backward.wgsl: the same windows in the same order, the same sums, NaN
-// bits and anchor validation.
+// bits and anchor validation (plain sums first, NaN bits in a second pass where a NaN turned up).
 // CPU mirror: src/cpu/max_pool_backward_cells.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -14,11 +14,6 @@
 @group(0) @binding(3) var<storage, read_write> grad_input: array<V>;
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
-
-// Whether the one pass over the windows tracks PyTorch's NaN bits (the host's choice for
-// comparisons; see `Variant::single_pass`) instead of plain sums and a second pass where a sum is
-// NaN.
-override SINGLE_PASS: bool = false;
 
 // Rows and columns of a cell (the host's choice: 2 each where the input has them), cells of a
 // slice (the last ones may reach past the input: their positions there are neither summed nor
@@ -29,12 +24,6 @@ override CELLS_H: u32 = (IN_H + CELL_H - 1u) / CELL_H;
 override CELLS_W: u32 = (IN_W + CELL_W - 1u) / CELL_W;
 override CELL_WINDOWS_H: u32 = (CELL_H - 1u + DIL_H * (K_H - 1u)) / S_H + 1u;
 override CELL_WINDOWS_W: u32 = (CELL_W - 1u + DIL_W * (K_W - 1u)) / S_W + 1u;
-
-// One element sum per lane, PyTorch's +0.0 start restored, or its NaN.
-fn result(acc: V, nan: V, has_nan: B) -> V {
-    // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
-    return select(select(acc, V(0.0), acc == V(0.0)), nan, has_nan);
-}
 
 // The sums of a cell's positions (per element: see max_pool_backward.wgsl's `Gathered`).
 struct CellSums {
@@ -73,7 +62,7 @@ struct Cell {
 
 // The cell's windows in output order, each loaded once for all its positions. `exact` and
 // `validate` as in max_pool_backward.wgsl's `gather` (validation: of the windows the cell
-// anchors).
+// anchors; the plain pass sets `has_nan00` for the whole cell where a NaN gradient hits).
 fn cell_sums(exact: bool, validate: bool, c: Cell) -> CellSums {
     // Separate variables: pointer arguments must name whole variables.
     var acc00 = V(0.0);
@@ -124,6 +113,8 @@ fn cell_sums(exact: bool, validate: bool, c: Cell) -> CellSums {
                         acc01 = acc01 + select(V(0.0), g, hit01);
                         acc10 = acc10 + select(V(0.0), g, hit10);
                         acc11 = acc11 + select(V(0.0), g, hit11);
+                        // One flag for the cell will do: any NaN sends it to the second pass.
+                        has_nan00 = has_nan00 | ((hit00 | hit01 | hit10 | hit11) & is_nan(g));
                     }
                 }
                 if validate {
@@ -185,20 +176,20 @@ fn max_pool_backward_cells(
     if r.invalid != 0u {
         atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }
-    if !SINGLE_PASS && any(is_nan4(r.acc00) | is_nan4(r.acc01) | is_nan4(r.acc10) | is_nan4(r.acc11)) {
+    if !SINGLE_PASS && any(r.has_nan00 | is_nan(r.acc00) | is_nan(r.acc01) | is_nan(r.acc10) | is_nan(r.acc11)) {
         // (The second pass does not count: the first one has.)
         r = cell_sums(true, false, c);
     }
     // Element (position p, lane) of the group: (group · plane + p) · LANES + lane.
     let out = params.bases.y + (group * (IN_D * IN_H * IN_W) + p00) * LANES + lane;
-    grad_input[out] = result(r.acc00, r.nan00, r.has_nan00);
+    grad_input[out] = settle(r.acc00, r.nan00, r.has_nan00);
     if column1 {
-        grad_input[out + LANES] = result(r.acc01, r.nan01, r.has_nan01);
+        grad_input[out + LANES] = settle(r.acc01, r.nan01, r.has_nan01);
     }
     if row1 {
-        grad_input[out + IN_W * LANES] = result(r.acc10, r.nan10, r.has_nan10);
+        grad_input[out + IN_W * LANES] = settle(r.acc10, r.nan10, r.has_nan10);
     }
     if column1 && row1 {
-        grad_input[out + (IN_W + 1u) * LANES] = result(r.acc11, r.nan11, r.has_nan11);
+        grad_input[out + (IN_W + 1u) * LANES] = settle(r.acc11, r.nan11, r.has_nan11);
     }
 }

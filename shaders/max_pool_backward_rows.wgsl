@@ -7,7 +7,7 @@
 // for 8 elements, against 3 for the even rows' 4 and 6 for the odd rows' 4 with one row. Per
 // element it is exactly the computation of max_pool_backward.wgsl: the same windows in the same
 // order, the same sums, NaN bits and anchor validation (plain sums first, NaN bits in a second
-// pass where a sum is NaN).
+// pass where a NaN turned up).
 // CPU mirror: src/cpu/max_pool_backward_rows.rs.
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -16,11 +16,6 @@
 @group(0) @binding(3) var<storage, read_write> grad_input: array<vec4<T>>;
 // [params.bases.w]: the number of invalid indices seen (the host clears it before the pass).
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
-
-// Whether the one pass over the windows tracks PyTorch's NaN bits (the host's choice for
-// comparisons; see `Variant::single_pass`) instead of plain sums and a second pass where a sum is
-// NaN.
-override SINGLE_PASS: bool = false;
 
 // The most windows along W that reach a block of four elements.
 override BLOCK_WINDOWS_W: u32 = (3u + DIL_W * (K_W - 1u)) / S_W + 1u;
@@ -59,7 +54,7 @@ struct Block {
 
 // The block's windows in output order, each loaded once for all its elements. `exact` and
 // `validate` as in max_pool_backward.wgsl's `gather` (validation: of the windows the block
-// anchors).
+// anchors; the plain pass sets `has_nan` where a NaN gradient hits).
 fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
     // Separate variables: pointer arguments must name whole variables.
     var acc0 = vec4<T>(0.0);
@@ -98,6 +93,9 @@ fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
                     } else {
                         acc0 = acc0 + select(vec4<T>(0.0), g, hit0);
                         acc1 = acc1 + select(vec4<T>(0.0), g, hit1);
+                        let g_nan = is_nan4(g);
+                        has_nan0 = has_nan0 | (hit0 & g_nan);
+                        has_nan1 = has_nan1 | (hit1 & g_nan);
                     }
                 }
                 if validate {
@@ -149,16 +147,13 @@ fn max_pool_backward_rows(
     if r.invalid != 0u {
         atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }
-    if !SINGLE_PASS && any(is_nan4(r.acc0) | is_nan4(r.acc1)) {
+    if !SINGLE_PASS && any(r.has_nan0 | r.has_nan1 | is_nan4(r.acc0) | is_nan4(r.acc1)) {
         // (The second pass does not count: the first one has.)
         r = block_sums(true, false, b);
     }
-    // A compiler that drops the +0.0 start would leave a -0.0 here; PyTorch has +0.0.
     let item = ((group * IN_D + id) * IN_H + ih) * blocks + iw / 4u;
-    grad_input[params.bases.y + item] =
-        select(select(r.acc0, vec4<T>(0.0), r.acc0 == vec4<T>(0.0)), r.nan0, r.has_nan0);
+    grad_input[params.bases.y + item] = settle4(r.acc0, r.nan0, r.has_nan0);
     if ih_last > ih {
-        grad_input[params.bases.y + item + blocks] =
-            select(select(r.acc1, vec4<T>(0.0), r.acc1 == vec4<T>(0.0)), r.nan1, r.has_nan1);
+        grad_input[params.bases.y + item + blocks] = settle4(r.acc1, r.nan1, r.has_nan1);
     }
 }

@@ -44,7 +44,9 @@ mod tensor;
 
 pub use element::{DType, Element};
 pub use error::{Error, Result};
-pub use gpu::{BackwardBuffers, BufferRegion, Context, ContextOptions, ForwardBuffers, RecordOptions};
+pub use gpu::{
+    BackwardBuffers, BufferRegion, Context, ContextOptions, ForwardBuffers, Kernel, LaneWidth, RecordOptions, Variant,
+};
 pub use params::{Axis, Geometry, InputShape, Layout, MAX_PLANE_ELEMENTS, NO_INDEX, PoolParams, PoolSpec, output_size};
 pub use tensor::{BackwardTensors, GpuTensor, InvalidCount, PooledTensors, TensorElement};
 

@@ -41,8 +41,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "scalar_only")]
     pub compare_scalar: bool,
     /// Also time every other kernel variant that applies to each case and direction
-    /// (`Context::forward_variants` / `backward_variants`), interleaved with the default: a second
-    /// table, and `variants` in the JSON.
+    /// (`Context::forward_variants` / `backward_variants`), right after the default on the same
+    /// buffers: a second table, and `other_variants` in the JSON (`variant` names the default).
     #[arg(long)]
     pub variants: bool,
     /// Cap the workgroups per dispatch dimension (forces 2-D grids; for experiments).

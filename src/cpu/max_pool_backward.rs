@@ -2,7 +2,10 @@
 //! input element sums, in increasing output order, the gradients of the windows that picked it,
 //! and validates the index of every window it anchors (the window's first real element). No
 //! atomics, so the order of the additions (and therefore every bit) is the same on the CPU and
-//! the GPU.
+//! the GPU. The shader adds plainly and visits the windows a second time, tracking PyTorch's NaN
+//! bits, only where a NaN turned up (a NaN gradient hit, or the sum is NaN); this mirror tracks
+//! them in its one pass ([`GradientSum`]), as the shader's `single_pass` variant does. The bits
+//! are the same: a second pass is the first pass's additions again.
 
 use crate::element::Element;
 use crate::params::{Axis, Geometry, NO_INDEX};

@@ -1,7 +1,8 @@
 //! CPU mirror of `shaders/max_pool_backward_cells.wgsl`: the gather on cells of up to 2×2
 //! adjacent positions, four channels at a time (channels-last with a multiple of 4 channels). Each
 //! window reaching the cell is visited once, in output order, for all the cell's positions; per
-//! element it is the computation of `max_pool_backward.rs`.
+//! element it is the computation of `max_pool_backward.rs` (whose notes on the shader's second,
+//! NaN-tracking pass apply here too).
 
 use super::max_pool_backward::{GradientSum, anchor, candidate_windows, index_valid};
 use crate::element::Element;

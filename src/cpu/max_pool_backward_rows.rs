@@ -1,7 +1,10 @@
 //! CPU mirror of `shaders/max_pool_backward_rows.wgsl`: the gather on blocks of four adjacent
-//! elements of [`gather_block_rows`] adjacent grad_input rows (channels-first, width divisible by
-//! 4). Each window reaching the block is visited once, in output order, for all its elements; per
-//! element it is the computation of `max_pool_backward.rs`.
+//! elements of one or two adjacent grad_input rows (`BLOCK_ROWS`; two, [`gather_block_rows`], by
+//! default; channels-first, width divisible by 4). Each window reaching the block is visited once,
+//! in output order, for all its elements; per element it is the computation of
+//! `max_pool_backward.rs`. (The shader sums plainly first and tracks NaN bits in a second pass
+//! where a NaN turned up; the CPU, whose additions follow IEEE rules, tracks them in its one pass:
+//! the bits are the same.)
 
 use super::max_pool_backward::{GradientSum, anchor, candidate_windows, index_valid};
 use crate::element::Element;

@@ -114,9 +114,10 @@ impl Kernel {
         !matches!(self, Kernel::Forward | Kernel::ForwardRows | Kernel::ForwardShared | Kernel::ForwardSpan)
     }
 
-    /// Whether the kernel is a gather with plain sums and a NaN pass (`SINGLE_PASS` in its
-    /// shader): `max_pool_backward`, `_rows` and `_cells`.
-    pub fn is_gather(self) -> bool {
+    /// Whether the kernel sums plainly and settles NaN bits in a second pass, and so has a
+    /// [`Variant::single_pass`] form: the gathers `max_pool_backward`, `_rows` and `_cells` (not
+    /// the workgroup-memory one, which tracks NaN bits in its one pass).
+    pub fn has_nan_pass(self) -> bool {
         matches!(self, Kernel::Backward | Kernel::BackwardRows | Kernel::BackwardCells)
     }
 
@@ -190,9 +191,9 @@ pub struct Variant {
     pub width: LaneWidth,
     /// Rows per block of [`Kernel::BackwardRows`] (`BLOCK_ROWS`: 1 or 2); 1 for the others.
     pub block_rows: u32,
-    /// For the gathers ([`Kernel::is_gather`]): track PyTorch's NaN bits in the one pass over
-    /// the windows (`SINGLE_PASS`), instead of the default plain sums and a second pass for the
-    /// elements whose sum is NaN. Off by default; listed for comparing the two on a GPU.
+    /// For the gathers with a NaN pass ([`Kernel::has_nan_pass`]): track PyTorch's NaN bits in
+    /// the one pass over the windows (`SINGLE_PASS`), instead of the default plain sums and a
+    /// second pass where a NaN turned up. Off by default; listed for comparing the two on a GPU.
     pub single_pass: bool,
 }
 
@@ -310,9 +311,7 @@ pub fn override_constants(variant: Variant, g: &Geometry) -> Vec<(&'static str, 
         }
         _ => {}
     }
-    if kernel.is_gather() {
-        c.push(("SINGLE_PASS", if single_pass { 1.0 } else { 0.0 }));
-    }
+    c.push(("SINGLE_PASS", if single_pass { 1.0 } else { 0.0 }));
     let names: [[&'static str; 3]; 6] = [
         ["IN_D", "IN_H", "IN_W"],
         ["OUT_D", "OUT_H", "OUT_W"],

@@ -336,7 +336,7 @@ impl Context {
         list.push(one(Kernel::Backward));
         // Each gather's single-pass twin right after it.
         let list = list.into_iter().flat_map(|v| {
-            let twin = v.kernel.is_gather().then_some(Variant { single_pass: true, ..v });
+            let twin = v.kernel.has_nan_pass().then_some(Variant { single_pass: true, ..v });
             std::iter::once(v).chain(twin)
         });
         let mut list: Vec<Variant> = list.collect();
@@ -542,8 +542,10 @@ impl Context {
             }
         }
         let variant = Self::choose(&self.backward_candidates(&g, Some(&tensors)), options.variant, "backward")?;
-        encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
+        // Nothing is recorded until every check has passed: the counter's clear goes in with the
+        // pass.
         if groups == 0 {
+            encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
             return Ok(());
         }
         let chunks = self.plan(&g, &tensors)?;
@@ -585,6 +587,8 @@ impl Context {
                     dispatch_grid(tiles, max)?
                 }
                 None => {
+                    // The gathers run one invocation per grad_input item (block, cell); the
+                    // scatters one per grad_output item.
                     let gather = matches!(kernel, Kernel::Backward | Kernel::BackwardRows | Kernel::BackwardCells);
                     let invocations = if gather { inputs } else { outputs };
                     bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
@@ -593,6 +597,7 @@ impl Context {
             };
             dispatches.push((bind_group, grid));
         }
+        encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
         self.encode_pass(encoder, kernel, &pipeline, &dispatches, options);
         Ok(())
     }
