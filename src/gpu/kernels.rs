@@ -460,6 +460,11 @@ impl Kernels {
             .clone()
     }
 
+    /// The number of compiled pipelines in the cache.
+    pub fn pipelines(&self) -> usize {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The pipeline for `variant` specialised to `g`, compiled on first use.
     pub fn pipeline(
         &self,

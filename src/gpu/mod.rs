@@ -281,6 +281,12 @@ impl Context {
         self.caches.len() + self.pool.len()
     }
 
+    /// The number of compiled pipelines in the cache: one per kernel variant, element type and
+    /// geometry seen (the batch does not count), so a training loop's steps add none.
+    pub fn cached_pipelines(&self) -> usize {
+        self.kernels.pipelines()
+    }
+
     pub(crate) fn check_usable(&self) -> Result<()> {
         if let Some(reason) = self.state.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(Error::DeviceLost(reason));

@@ -231,6 +231,58 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
     }
 }
 
+/// The pass recorded without a forced variant runs the first one listed: forcing that one next
+/// compiles no new pipeline, forcing the second one does.
+#[test]
+fn unforced_passes_run_the_first_listed_variant() {
+    let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    let stem = PoolSpec::new(InputShape::nchw(1, 2, 9, 16), k3.clone());
+    let nhwc = PoolSpec::new(InputShape::nchw(1, 4, 9, 16), k3).layout(Layout::ChannelsLast);
+    for base in contexts() {
+        let case = Case::start(base);
+        for spec in [&stem, &nhwc] {
+            for forward in [true, false] {
+                // A context of its own: an empty pipeline cache.
+                let ctx = context_with(base, ContextOptions::default());
+                let who = format!("{} {} {spec:?}", ctx.describe(), if forward { "forward" } else { "backward" });
+                let list = if forward { ctx.forward_variants(spec) } else { ctx.backward_variants(spec) }.unwrap();
+                assert!(list.len() >= 2, "[{who}] {list:?}");
+                let g = spec.validate().unwrap();
+                let data = vec![1f32; g.input_len()];
+                let input = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &data).unwrap();
+                let pooled = PooledTensors::<f32>::allocate(&ctx, spec).unwrap();
+                let back = BackwardTensors::<f32>::allocate(&ctx, spec).unwrap();
+                let record = |variant: Option<Variant>| {
+                    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                    let options = RecordOptions { variant, ..Default::default() };
+                    if forward {
+                        let buffers = ForwardBuffers {
+                            input: input.region(),
+                            values: pooled.values.region(),
+                            indices: pooled.indices.region(),
+                        };
+                        ctx.record_forward(&mut encoder, spec, DType::F32, &buffers, options).unwrap();
+                    } else {
+                        let buffers = BackwardBuffers {
+                            grad_output: pooled.values.region(),
+                            indices: pooled.indices.region(),
+                            grad_input: back.grad_input.region(),
+                            invalid_count: back.invalid_count.region(),
+                        };
+                        ctx.record_backward(&mut encoder, spec, DType::F32, &buffers, options).unwrap();
+                    }
+                    ctx.queue().submit([encoder.finish()]);
+                    ctx.cached_pipelines()
+                };
+                assert_eq!(record(None), 1, "[{who}] the unforced pass");
+                assert_eq!(record(Some(list[0])), 1, "[{who}] {} is not what ran unforced", list[0]);
+                assert_eq!(record(Some(list[1])), 2, "[{who}] {} compiled nothing new", list[1]);
+            }
+        }
+        case.pass();
+    }
+}
+
 #[test]
 fn forcing_a_variant_that_does_not_apply_is_an_error_and_records_nothing() {
     let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
