@@ -41,6 +41,9 @@ override DIL_W: u32 = 1u;
 // over 3 elements is valid) that scanning the padding would take seconds. Off, the loops have
 // constant trip counts and unroll.
 override RANGED_TAPS: bool = false;
+// For the forward kernels: whether they write the indices (off for a values-only pass, which
+// binds a placeholder buffer there).
+override WRITE_INDICES: bool = true;
 // For the gathers with a NaN pass (max_pool_backward, _rows, _cells): whether their one pass over
 // the windows tracks PyTorch's NaN bits (the `single_pass` variant, for comparisons) instead of
 // plain sums and a second pass where a NaN turned up. Other kernels ignore it.

@@ -67,5 +67,8 @@ fn max_pool_forward(
         value = load_lanes(input_base, arg);
     }
     values[params.bases.y + t] = value;
-    indices[params.bases.z + t] = arg;
+    // Not in a values-only pass (inference), which binds a placeholder here.
+    if WRITE_INDICES {
+        indices[params.bases.z + t] = arg;
+    }
 }

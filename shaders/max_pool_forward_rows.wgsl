@@ -64,5 +64,8 @@ fn max_pool_forward_rows(
         best = vec4<T>(params.constants.z);
     }
     values[params.bases.y + t] = best;
-    indices[params.bases.z + t] = arg;
+    // Not in a values-only pass (inference), which binds a placeholder here.
+    if WRITE_INDICES {
+        indices[params.bases.z + t] = arg;
+    }
 }

@@ -87,5 +87,8 @@ fn max_pool_forward_shared(
     }
     let t = slice * (OUT_H * OUT_W) + oh * OUT_W + ow;
     values[params.bases.y + t] = best;
-    indices[params.bases.z + t] = arg;
+    // Not in a values-only pass (inference), which binds a placeholder here.
+    if WRITE_INDICES {
+        indices[params.bases.z + t] = arg;
+    }
 }

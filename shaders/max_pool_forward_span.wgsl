@@ -83,5 +83,8 @@ fn max_pool_forward_span(
         }
     }
     values[params.bases.y + t] = select(vec4<T>(params.constants.z), best, found);
-    indices[params.bases.z + t] = arg;
+    // Not in a values-only pass (inference), which binds a placeholder here.
+    if WRITE_INDICES {
+        indices[params.bases.z + t] = arg;
+    }
 }

@@ -40,6 +40,11 @@ pub fn bytes_moved(g: &Geometry, elem: usize, direction: Direction) -> u64 {
     }
 }
 
+/// The bytes a values-only forward pass must move: the input read, the values written.
+pub fn bytes_moved_values(g: &Geometry, elem: usize) -> u64 {
+    (g.input_len() + g.output_len()) as u64 * elem as u64
+}
+
 /// Where a time came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeSource {
@@ -256,6 +261,16 @@ impl Prepared {
                 ctx.record_backward(encoder, &self.spec, self.dtype, &buffers, options)
             }
         }
+    }
+
+    /// Times `iterations` values-only forward passes ([`Context::record_forward_values`]) after
+    /// at least `warmup` of GPU work on the same pass.
+    pub fn time_values(&self, ctx: &Context, warmup: Duration, iterations: usize) -> Result<Timing> {
+        let record = |e: &mut wgpu::CommandEncoder, o: RecordOptions<'_>| {
+            ctx.record_forward_values(e, &self.spec, self.dtype, (&self.input).into(), (&self.values).into(), o)
+        };
+        warm_up(ctx, warmup, record)?;
+        time_passes(ctx, iterations, record)
     }
 
     /// Times `iterations` passes after at least `warmup` of GPU work on the same pass (so that

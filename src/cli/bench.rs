@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wgpool::bench::{Direction, Prepared, bytes_moved, copy_bandwidth, random_data, time_for, time_wall};
+use wgpool::bench::{
+    Direction, Prepared, bytes_moved, bytes_moved_values, copy_bandwidth, random_data, time_for, time_wall,
+};
 use wgpool::cases::{self, BenchCase};
 use wgpool::{Context, ContextOptions, InputShape, Layout, PoolParams, PoolSpec, cpu};
 
@@ -80,6 +82,10 @@ pub struct Row {
     pub gpu_ms: f64,
     /// The same pass with one element per invocation, median ms (`--compare-scalar`).
     pub gpu_scalar_ms: Option<f64>,
+    /// Forward rows: the values-only pass (no indices), median ms.
+    pub gpu_values_ms: Option<f64>,
+    /// The bytes the values-only pass must move.
+    pub values_bytes: u64,
     /// `timestamps` or `wall`.
     pub gpu_source: &'static str,
     /// The kernel variant the context chose (what `gpu_ms` timed).
@@ -174,6 +180,10 @@ pub fn run(args: Args) -> CliResult {
                         other_variants.push((v.name(), ms));
                     }
                 }
+                let gpu_values_ms = match direction {
+                    Direction::Forward => Some(prepared.time_values(&ctx, warmup, args.iterations)?.median_ms()),
+                    Direction::Backward => None,
+                };
                 let gpu_scalar_ms = match &scalar {
                     Some((s, p)) => Some(p.time(s, direction, warmup, args.iterations)?.median_ms()),
                     None => None,
@@ -186,6 +196,8 @@ pub fn run(args: Args) -> CliResult {
                     bytes: bytes_moved(&g, 4, direction),
                     gpu_ms,
                     gpu_scalar_ms,
+                    gpu_values_ms,
+                    values_bytes: bytes_moved_values(&g, 4),
                     gpu_source: if ctx.has_timestamps() { "timestamps" } else { "wall" },
                     variant: listed[0].name(),
                     other_variants,
@@ -294,7 +306,7 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<4} {:<4} {:<3} {:>11} {:>9} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "{:<4} {:<4} {:<3} {:>11} {:>9} {:>7} {:>6} {:>14} {:>9} {:>9} {:>9} {:>8} {:>9}",
         "case",
         "lay",
         "dir",
@@ -302,6 +314,7 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
         "gpu ms",
         "GB/s",
         "%copy",
+        "vals ms (%cp)",
         "scalar ms",
         "cpu ms",
         "gpu+io ms",
@@ -311,7 +324,7 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<4} {:<4} {:<3} {:>11} {:>9.4} {:>7.0} {:>5.0}% {:>9} {:>9} {:>9} {:>8} {:>9}",
+            "{:<4} {:<4} {:<3} {:>11} {:>9.4} {:>7.0} {:>5.0}% {:>14} {:>9} {:>9} {:>9} {:>8} {:>9}",
             r.case,
             r.layout,
             r.direction,
@@ -319,6 +332,9 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
             r.gpu_ms,
             r.gbps(),
             100.0 * r.gbps() / copy_gbps,
+            r.gpu_values_ms
+                .map(|ms| format!("{ms:.4} ({:.0}%)", 100.0 * r.values_bytes as f64 / (ms * 1e6) / copy_gbps))
+                .unwrap_or_else(|| "-".into()),
             opt(r.gpu_scalar_ms, 4),
             opt(r.cpu_ms, 3),
             opt(r.gpu_host_ms, 3),
@@ -403,7 +419,7 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
     for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             s,
-            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_scalar_ms\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}, \"variant\": {}, \"other_variants\": [{}]}}",
+            "    {{\"case\": {}, \"layout\": {}, \"direction\": {}, \"elements\": {}, \"bytes\": {}, \"gpu_ms\": {}, \"gpu_scalar_ms\": {}, \"gpu_values_ms\": {}, \"values_bytes\": {}, \"gpu_source\": {}, \"gbps\": {}, \"copy_fraction\": {}, \"gpu_host_ms\": {}, \"cpu_ms\": {}, \"variant\": {}, \"other_variants\": [{}]}}",
             json_str(&r.case),
             json_str(r.layout),
             json_str(r.direction),
@@ -411,6 +427,8 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
             r.bytes,
             json_num(Some(r.gpu_ms)),
             json_num(r.gpu_scalar_ms),
+            json_num(r.gpu_values_ms),
+            r.values_bytes,
             json_str(r.gpu_source),
             json_num(Some(r.gbps())),
             json_num(Some(r.gbps() / copy_gbps)),

@@ -62,9 +62,28 @@ pub fn forward<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
     check_len("input", g.input_len(), input.len())?;
     let isa = Isa::for_geometry(&g);
     let (values, indices) = fresh_vec(g.output_len(), |values| {
-        fresh_vec(g.output_len(), |indices| run_forward(&g, input, values, indices, isa)).0
+        fresh_vec(g.output_len(), |indices| run_forward(&g, input, values, Some(indices), isa)).0
     });
     Ok(Pooled { values, indices })
+}
+
+/// Values-only forward pass (inference: no indices): the values of
+/// [`forward`](crate::cpu::forward), bit for bit, without writing the indices out (each task
+/// keeps them in a small buffer of its own).
+pub fn forward_values<T: Element>(spec: &PoolSpec, input: &[T]) -> Result<Vec<T>> {
+    let g = spec.validate()?;
+    check_len("input", g.input_len(), input.len())?;
+    let isa = Isa::for_geometry(&g);
+    Ok(fresh_vec(g.output_len(), |values| run_forward(&g, input, values, None, isa)).0)
+}
+
+/// [`forward_values`] into a caller-provided buffer (every element is overwritten).
+pub fn forward_values_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T]) -> Result<()> {
+    let g = spec.validate()?;
+    check_len("input", g.input_len(), input.len())?;
+    check_len("values", g.output_len(), values.len())?;
+    run_forward(&g, input, Dest::init(values), None, Isa::for_geometry(&g));
+    Ok(())
 }
 
 /// Forward pass into caller-provided buffers (every element is overwritten).
@@ -73,7 +92,7 @@ pub fn forward_into<T: Element>(spec: &PoolSpec, input: &[T], values: &mut [T], 
     check_len("input", g.input_len(), input.len())?;
     check_len("values", g.output_len(), values.len())?;
     check_len("indices", g.output_len(), indices.len())?;
-    run_forward(&g, input, Dest::init(values), Dest::init(indices), Isa::for_geometry(&g));
+    run_forward(&g, input, Dest::init(values), Some(Dest::init(indices)), Isa::for_geometry(&g));
     Ok(())
 }
 
@@ -107,7 +126,8 @@ pub fn backward_into<T: Element>(
 
 /// Dispatches on the element type: the kernels are written for [`lane::Lane`], which `Element`
 /// (sealed, f32 or f16) cannot name, so the slices are reinterpreted as what they are.
-fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: Dest<u32>, isa: Isa) {
+/// `indices` `None`: values only.
+fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: Option<Dest<u32>>, isa: Isa) {
     use bytemuck::cast_slice;
     // Nothing to compute (an empty batch): no plan, whose tables grow with the plane.
     if g.output_len() == 0 {
@@ -123,11 +143,9 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: 
     // it: case A channels-first allocating forward took 15.1–15.8 ms streaming, 13.3–13.5 ms not
     // (development machine, 2-core Intel Xeon, 2026-12-07, three alternations in one process).
     let rows_per_window = g.axes[0].kernel * g.axes[1].kernel;
-    p.stream = p.lanes == 1
-        && p.exact_tiling()
-        && rows_per_window > 1
-        && !values.is_fresh()
-        && streams(values.len() * (size_of::<T>() + 4));
+    p.values_only = indices.is_none();
+    let out_bytes = values.len() * (size_of::<T>() + if p.values_only { 0 } else { 4 });
+    p.stream = p.lanes == 1 && p.exact_tiling() && rows_per_window > 1 && !values.is_fresh() && streams(out_bytes);
     // Measured on the development machine (2 threads, 2026-11-27, runs alternating in one
     // process): prefetching 2 KiB ahead took channels-last case A forward 3.85 → 3.26 ms, B 4.97
     // → 3.89, C 1.03 → 0.82, G 37.1 → 35.3 (1.5–3 KiB all gained), but E (6.4 MB input, mostly
@@ -382,6 +400,8 @@ struct Plan {
     /// Whether the kernels that can write their outputs with non-temporal stores do
     /// ([`stream`]); set by the passes from their output size.
     stream: bool,
+    /// A values-only forward: the indices go to a small buffer per task and are dropped.
+    values_only: bool,
     /// How many bytes ahead of the window being computed the kernels that prefetch their input
     /// ([`lane::prefetch`]) do so; 0: they do not. Set by the forward pass.
     prefetch: usize,
@@ -413,6 +433,7 @@ impl Plan {
             isa,
             unit: isa.unit(),
             stream: false,
+            values_only: false,
             prefetch: 0,
         }
     }
@@ -566,15 +587,21 @@ mod tests {
         for force in [false, true] {
             FORCE_PREFETCH.set(force);
             let (mut values, mut indices) = (vec![f32::NAN; g.output_len()], vec![7; g.output_len()]);
-            run_forward(g, input, Dest::init(&mut values), Dest::init(&mut indices), isa);
+            run_forward(g, input, Dest::init(&mut values), Some(Dest::init(&mut indices)), isa);
+            // Values only, into a poisoned buffer.
+            let mut only = vec![f32::NAN; g.output_len()];
+            run_forward(g, input, Dest::init(&mut only), None, isa);
             FORCE_PREFETCH.set(false);
             assert_eq!(bits(&values), bits(&want.values), "{context}, prefetch forced: {force}");
             assert_eq!(indices, want.indices, "{context}, prefetch forced: {force}");
+            assert_eq!(bits(&only), bits(&want.values), "{context}, values only, prefetch forced: {force}");
         }
         let n = g.output_len();
-        let (values, indices) = fresh_vec(n, |v| fresh_vec(n, |i| run_forward(g, input, v, i, isa)).0);
+        let (values, indices) = fresh_vec(n, |v| fresh_vec(n, |i| run_forward(g, input, v, Some(i), isa)).0);
         assert_eq!(bits(&values), bits(&want.values), "{context}, fresh vectors");
         assert_eq!(indices, want.indices, "{context}, fresh vectors");
+        let (only, ()) = fresh_vec(n, |v| run_forward(g, input, v, None, isa));
+        assert_eq!(bits(&only), bits(&want.values), "{context}, values only, fresh vector");
     }
 
     /// `run_backward` with `isa` into a poisoned buffer, and again into a fresh vector (as the

@@ -1,7 +1,7 @@
 //! The CPU path: the same operations and parameter types as the GPU path.
 //!
 //! - [`forward`] / [`backward`]: the fast path (multi-threaded with the default `parallel`
-//!   feature), bit-exact with the reference.
+//!   feature), bit-exact with the reference; [`forward_values`] without the indices.
 //! - [`mod@reference`]: the simple mirror of the shaders, file for file
 //!   (`max_pool_forward.rs` ↔ `shaders/max_pool_forward.wgsl`, `max_pool_backward.rs` ↔
 //!   `shaders/max_pool_backward.wgsl`, `max_pool_backward_tiled.rs` ↔
@@ -22,7 +22,7 @@ mod max_pool_forward_rows;
 mod max_pool_forward_shared;
 mod max_pool_forward_span;
 
-pub use fast::{backward_into, forward_into};
+pub use fast::{backward_into, forward_into, forward_values, forward_values_into};
 pub use max_pool_backward::{
     GradientSum, anchor, candidate_windows, gradient_term, index_valid, real_taps, window_contains, window_has_real_tap,
 };

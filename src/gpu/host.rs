@@ -247,6 +247,49 @@ impl Context {
         Ok(Pooled { values, indices })
     }
 
+    /// Values-only forward pass from a host slice (inference: no indices; see
+    /// [`Context::record_forward_values`]). Blocking.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_values<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Vec<T>> {
+        pollster::block_on(self.forward_values_async(spec, input))
+    }
+
+    /// Values-only forward pass from a host slice (see [`Context::forward_async`] for how the
+    /// future waits).
+    pub async fn forward_values_async<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Vec<T>> {
+        self.check_usable()?;
+        let g = spec.validate()?;
+        self.check_dtype(T::DTYPE)?;
+        check_len("input", g.input_len(), input.len())?;
+        let n_out = g.output_len();
+        if n_out == 0 {
+            return Ok(vec![]);
+        }
+        let elem = T::DTYPE.size();
+        let (in_bytes, val_bytes) = (padded_bytes(input.len(), elem), padded_bytes(n_out, elem));
+        self.check_buffer_sizes(&[in_bytes, val_bytes])?;
+        let (buffers, submission) = self
+            .submit_scoped(|encoder| {
+                let input_buffer = self.upload("wgpool input", input);
+                let values = self.output("wgpool values", val_bytes);
+                let staging = self.pool.take(&self.device, "wgpool readback", val_bytes, READBACK);
+                self.record_forward_values(
+                    encoder,
+                    spec,
+                    T::DTYPE,
+                    (&input_buffer).into(),
+                    (&values).into(),
+                    RecordOptions::default(),
+                )?;
+                encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
+                Ok([input_buffer, values, staging])
+            })
+            .await?;
+        let values = self.read_back::<T>(&buffers[2], n_out, submission).await?;
+        self.pool.give_back(buffers);
+        Ok(values)
+    }
+
     /// Backward pass from host slices: the input gradient, or [`Error::InvalidIndices`]. Blocking.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn backward<T: Element>(&self, spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>> {

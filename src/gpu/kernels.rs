@@ -176,8 +176,8 @@ impl LaneWidth {
     }
 }
 
-/// One way to run a pass: a kernel, the channels per invocation and, for the row-block gather,
-/// the rows per block. [`Context::forward_variants`](super::Context::forward_variants) and
+/// One way to run a pass: a kernel, the channels per invocation, the rows per block of the
+/// row-block gather, and whether a gather tracks NaN bits in one pass or settles them in two. [`Context::forward_variants`](super::Context::forward_variants) and
 /// [`Context::backward_variants`](super::Context::backward_variants) list those that apply to a
 /// problem, the context's choice first; [`RecordOptions::variant`](super::RecordOptions::variant)
 /// forces one (to compare kernels on a GPU, or to step around a driver's fault). Every variant
@@ -354,6 +354,8 @@ pub fn ranged_taps(g: &Geometry) -> bool {
 struct PipelineKey {
     variant: Variant,
     dtype: DType,
+    /// False for a values-only forward (`WRITE_INDICES`).
+    write_indices: bool,
     lanes: usize,
     axes: [crate::params::Axis; 3],
 }
@@ -465,22 +467,27 @@ impl Kernels {
         self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// The pipeline for `variant` specialised to `g`, compiled on first use.
+    /// The pipeline for `variant` specialised to `g`, compiled on first use; `write_indices`
+    /// false makes a forward kernel values-only.
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
         variant: Variant,
         dtype: DType,
         g: &Geometry,
+        write_indices: bool,
     ) -> wgpu::ComputePipeline {
         let Variant { kernel, width, .. } = variant;
-        let key = PipelineKey { variant, dtype, lanes: g.groups_and_lanes().1, axes: g.axes };
+        let key = PipelineKey { variant, dtype, write_indices, lanes: g.groups_and_lanes().1, axes: g.axes };
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();
         }
         // Compiled outside the lock: other threads keep recording meanwhile.
         let module = self.module(device, kernel, dtype, width);
-        let constants = override_constants(variant, g);
+        let mut constants = override_constants(variant, g);
+        if !write_indices {
+            constants.push(("WRITE_INDICES", 0.0));
+        }
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry_point()),
             layout: Some(if kernel.is_backward() {

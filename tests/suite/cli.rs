@@ -1233,3 +1233,46 @@ fn cli_bench_cpu_json_and_errors() {
     let out = run(Dev::Cpu, &strings(&["bench-cpu", "--runs", "0"]));
     assert_eq!(out.status.code(), Some(2), "--runs 0 is a usage error: {}", stderr(&out));
 }
+
+/// `wgpool bench --variants` on each software adapter (case E, quick shapes): every row names the
+/// variant it timed, the backward rows time the other listed variants, the forward rows the
+/// values-only pass, and the table of variants follows the main one.
+#[test]
+fn cli_bench_variants_and_values_only() {
+    for dev in [Dev::Vulkan, Dev::Gl] {
+        let dir = TempDir::new("bench-variants");
+        let args = ["bench", "--quick", "--cases", "E", "--no-cpu", "--no-transfers", "--variants"];
+        let more = ["--iterations", "3", "--warmup-ms", "1", "--json", &dir.s("bench.json")];
+        let out = run(dev, &strings(&[&args[..], &more[..]].concat()));
+        assert_ok(dev, &out, "bench --variants");
+        let table = String::from_utf8(out.stdout).unwrap();
+        assert!(table.contains("kernel variants, same run"), "[{}] {table}", dev.name());
+        let json = std::fs::read_to_string(dir.path("bench.json")).unwrap();
+        let rows: Vec<&str> = json.lines().filter(|l| l.contains("\"case\"")).collect();
+        assert_eq!(rows.len(), 4, "[{}] E: two layouts, two directions\n{json}", dev.name());
+        let field = |row: &str, key: &str| -> String {
+            let rest =
+                &row[row.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {row}")) + key.len() + 4..];
+            rest[..rest.find([',', '}']).unwrap()].trim_matches('"').to_string()
+        };
+        for row in &rows {
+            let (layout, dir_name) = (field(row, "layout"), field(row, "direction"));
+            let values_ms = field(row, "gpu_values_ms");
+            if dir_name == "fwd" {
+                assert!(values_ms.parse::<f64>().is_ok_and(|ms| ms > 0.0), "[{}] {row}", dev.name());
+            } else {
+                assert_eq!(values_ms, "null", "[{}] {row}", dev.name());
+            }
+            // Channels-last E (512 channels, k2 s2): the four-channel scatter, then the others.
+            if (layout.as_str(), dir_name.as_str()) == ("nxc", "bwd") {
+                assert_eq!(field(row, "variant"), "backward_tiled x4", "[{}] {row}", dev.name());
+                for name in ["backward_tiled", "backward_cells x4", "backward x4 single-pass"] {
+                    let entry = format!("{{\"name\": \"{name}\", \"gpu_ms\": ");
+                    let at = row.find(&entry).unwrap_or_else(|| panic!("[{}] {name} in {row}", dev.name()));
+                    let ms: f64 = row[at + entry.len()..].split('}').next().unwrap().parse().unwrap();
+                    assert!(ms > 0.0, "[{}] {name}: {ms} in {row}", dev.name());
+                }
+            }
+        }
+    }
+}

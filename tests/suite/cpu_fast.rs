@@ -13,6 +13,11 @@ fn check<T: Element>(spec: &PoolSpec, input: &[T], rng: &mut Rng) -> cpu::Pooled
     let got = cpu::forward(spec, input).unwrap();
     assert_bits_eq("values", &context, &got.values, &want.values);
     assert_eq!(got.indices, want.indices, "indices [{context}]");
+    // Values only: allocating, and into a poisoned buffer.
+    assert_bits_eq("values only", &context, &cpu::forward_values(spec, input).unwrap(), &want.values);
+    let mut only = vec![T::from_f32(f32::NAN); want.values.len()];
+    cpu::forward_values_into(spec, input, &mut only).unwrap();
+    assert_bits_eq("values only, into", &context, &only, &want.values);
 
     let grad_output = gradients::<T>(rng, want.values.len());
     let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
@@ -186,9 +191,14 @@ fn errors_match_the_reference() {
     // Every index wrong: the count is the number of outputs.
     let gi = cpu::backward(&s, &[1.0f32; 4], &[NO_INDEX; 4]);
     assert_eq!(gi, Err(Error::InvalidIndices { count: 4 }));
+    // Values only: the same checks and errors.
+    assert_eq!(cpu::forward_values(&s, &[0.0f32; 15]).unwrap_err(), cpu::forward(&s, &[0.0f32; 15]).unwrap_err());
+    let e = cpu::forward_values_into(&s, &[0.0f32; 16], &mut [0.0f32; 3]).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { expected: 4, found: 3, .. }), "{e}");
     // Empty batch.
     let empty = spec(0, 3, &[4, 4], PoolParams::new([3, 3]).stride([1, 1]), Layout::ChannelsLast);
     assert_eq!(cpu::forward::<f32>(&empty, &[]).unwrap().values.len(), 0);
+    assert_eq!(cpu::forward_values::<f32>(&empty, &[]).unwrap().len(), 0);
     assert_eq!(cpu::backward::<f32>(&empty, &[], &[]).unwrap().len(), 0);
 }
 

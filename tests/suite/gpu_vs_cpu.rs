@@ -15,6 +15,8 @@ fn check_case<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad_seed
     let got = ctx.forward(spec, input).unwrap_or_else(|e| panic!("[{name}] forward: {e}"));
     assert_bits_eq("values", &name, &got.values, &want.values);
     assert_eq!(got.indices, want.indices, "[{name}] indices");
+    let only = ctx.forward_values(spec, input).unwrap_or_else(|e| panic!("[{name}] forward_values: {e}"));
+    assert_bits_eq("values only", &name, &only, &want.values);
 
     let grad_output = gradients::<T>(&mut Rng::new(grad_seed), want.values.len());
     let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();

@@ -7,13 +7,14 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgpool::gpu::kernels::{Kernel, LaneWidth, Variant, override_constants, shader_source};
 use wgpool::{DType, InputShape, Layout, PoolParams, PoolSpec};
 
-/// `kernel` specialised to `spec`; the gathers in their single-pass form where `single_pass`.
+/// `kernel` specialised to `spec`; with `other_form`, the gathers in their single-pass form with
+/// one-row blocks, and the forward kernels values-only (no index stores).
 fn specialised(
     kernel: Kernel,
     dtype: DType,
     width: LaneWidth,
     spec: &PoolSpec,
-    single_pass: bool,
+    other_form: bool,
 ) -> (naga::Module, naga::valid::ModuleInfo) {
     let source = shader_source(kernel, dtype, width);
     let module = naga::front::wgsl::parse_str(&source)
@@ -23,10 +24,14 @@ fn specialised(
         .unwrap_or_else(|e| panic!("{} ({}): {}", kernel.entry_point(), dtype.name(), e.emit_to_string(&source)));
     let mut constants = naga::back::PipelineConstants::default();
     let g = spec.validate().unwrap();
-    // Two-row gather blocks where the input has two rows, and one-row blocks with single_pass.
-    let block_rows = if single_pass { 1 } else { wgpool::cpu::reference::gather_block_rows(&g) as u32 };
+    // Two-row gather blocks where the input has two rows (one-row blocks in the other form).
+    let block_rows = if other_form { 1 } else { wgpool::cpu::reference::gather_block_rows(&g) as u32 };
+    let single_pass = other_form && kernel.has_nan_pass();
     for (name, value) in override_constants(Variant { block_rows, single_pass, ..Variant::new(kernel, width) }, &g) {
         constants.insert(name.to_string(), value);
+    }
+    if other_form && kernel.entry_point().starts_with("max_pool_forward") {
+        constants.insert("WRITE_INDICES".to_string(), 0.0);
     }
     let entry = Some((naga::ShaderStage::Compute, kernel.entry_point()));
     let (module, info) = naga::back::pipeline_constants::process_overrides(&module, &info, entry, &constants).unwrap();
@@ -95,8 +100,9 @@ fn every_entry_point_translates_to_every_backend() {
                     continue;
                 }
                 let name = format!("{}_{}_x{}_{i}", kernel.entry_point(), dtype.name(), width.get());
-                // Every other problem compiles the gathers in their single-pass form.
-                let (module, info) = specialised(kernel, dtype, width, spec, kernel.has_nan_pass() && i % 2 == 1);
+                // Every other problem compiles the other form (single-pass gathers, values-only
+                // forward kernels).
+                let (module, info) = specialised(kernel, dtype, width, spec, i % 2 == 1);
                 let words = spv::write_vec(
                     &module,
                     &info,

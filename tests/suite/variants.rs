@@ -1,7 +1,7 @@
 //! Every kernel variant a context lists for a problem (`Context::forward_variants`,
 //! `backward_variants`), forced through `RecordOptions::variant`, against the CPU reference bit
-//! for bit, into poisoned outputs, on every adapter; and forcing one that does not apply is an
-//! error that records nothing.
+//! for bit, into poisoned outputs, on every adapter (the forward ones also values-only); and
+//! forcing one that does not apply is an error that records nothing.
 
 use std::collections::BTreeSet;
 
@@ -99,6 +99,16 @@ fn check_variants<T: Element>(ctx: &Context, spec: &PoolSpec, rng: &mut Rng) -> 
         ctx.queue().submit([encoder.finish()]);
         assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
         assert_eq!(pooled.indices.download(ctx).unwrap(), want.indices, "[{name}] indices");
+        // Values only: the same values, and the indices buffer untouched.
+        pooled.values.write(ctx, &poison::<T>(m)).unwrap();
+        pooled.indices.write(ctx, &vec![0xdead_beef; m]).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let (input, values) = (input.region(), pooled.values.region());
+        ctx.record_forward_values(&mut encoder, spec, T::DTYPE, input, values, forced(variant))
+            .unwrap_or_else(|e| panic!("[{name}] forward values: {e}"));
+        ctx.queue().submit([encoder.finish()]);
+        assert_bits_eq("values only", &name, &pooled.values.download(ctx).unwrap(), &want.values);
+        assert_eq!(pooled.indices.download(ctx).unwrap(), vec![0xdead_beef; m], "[{name}] indices, values only");
     }
     for &variant in &backward {
         let name = format!("{} {} {variant} {spec:?}", ctx.describe(), T::DTYPE.name());

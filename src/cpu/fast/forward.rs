@@ -11,18 +11,30 @@ use super::{Isa, Plan, RowCursor, multiversion, run_tasks, stream, taps, task_co
 use crate::NO_INDEX;
 use crate::params::Axis;
 
-pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Dest<u32>) {
+/// Every output row; `indices` `None`: values only (each task's indices go to a buffer of its own,
+/// a step of rows at a time, and are dropped).
+pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Option<Dest<u32>>) {
     let row_len = p.out_row_len();
     if values.len() == 0 {
         return;
     }
     let rows = p.out_rows();
-    let bytes = size_of_val(input) + values.len() * (size_of::<T>() + 4);
+    let index_bytes = if indices.is_some() { 4 } else { 0 };
+    let bytes = size_of_val(input) + values.len() * (size_of::<T>() + index_bytes);
     let per_task = rows.div_ceil(task_count(bytes, rows));
-    // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`).
-    let step = if values.is_fresh() { (STEP / (row_len * (size_of::<T>() + 4))).max(1) } else { per_task };
-    let tasks: Vec<_> =
-        values.chunks(per_task * row_len).into_iter().zip(indices.chunks(per_task * row_len)).enumerate().collect();
+    // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`), and so
+    // are the values of a values-only pass, so that the dropped indices stay in the caches.
+    let step = if values.is_fresh() || indices.is_none() {
+        (STEP / (row_len * (size_of::<T>() + 4))).max(1)
+    } else {
+        per_task
+    };
+    let value_pieces = values.chunks(per_task * row_len);
+    let index_pieces: Vec<Option<Dest<u32>>> = match indices {
+        Some(indices) => indices.chunks(per_task * row_len).into_iter().map(Some).collect(),
+        None => value_pieces.iter().map(|_| None).collect(),
+    };
+    let tasks: Vec<_> = value_pieces.into_iter().zip(index_pieces).enumerate().collect();
     // Short rows only: measured on the development machine (2 threads, AVX2 build, 2026-11-27),
     // case E (7 outputs a row) 0.77 → 0.19 ms, C (28) 1.2 → 0.75 ms; A (56) within the noise;
     // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
@@ -30,17 +42,28 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Dest
         p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
     run_tasks(tasks, |(t, (mut values, mut indices))| {
         let mut first = t * per_task;
+        let mut dropped = vec![];
         while values.len() > 0 {
             let n = (step * row_len).min(values.len());
             let (v, rest) = values.split_at(n);
-            let (i, rest_i) = indices.split_at(n);
-            let (v, i) = (v.ready(), i.ready());
+            let v = v.ready();
+            let i = match indices.take() {
+                Some(piece) => {
+                    let (i, rest_i) = piece.split_at(n);
+                    indices = Some(rest_i);
+                    i.ready()
+                }
+                None => {
+                    dropped.resize(n, 0);
+                    &mut dropped[..]
+                }
+            };
             if pairs {
                 pairs_task::dispatch(p.isa, p, input, first, v, i);
             } else {
                 task::dispatch(p.isa, p, input, first, v, i);
             }
-            (values, indices, first) = (rest, rest_i, first + step);
+            (values, first) = (rest, first + step);
         }
         0
     });
@@ -131,7 +154,9 @@ fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mu
         if p.stream {
             row(p, x, rows, &mut row_v, &mut row_i, &mut s);
             stream::copy(v, &row_v);
-            stream::copy(i, &row_i);
+            if !p.values_only {
+                stream::copy(i, &row_i);
+            }
         } else {
             row(p, x, rows, v, i, &mut s);
         }
