@@ -266,6 +266,14 @@ impl Engine {
         })
     }
 
+    /// Values-only forward pass.
+    pub fn forward_values<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Vec<T>, Failure> {
+        Ok(match self {
+            Engine::Cpu => wgpool::cpu::forward_values(spec, input)?,
+            Engine::Gpu(ctx) => ctx.forward_values(spec, input)?,
+        })
+    }
+
     /// Backward pass.
     pub fn backward<T: Element>(&self, spec: &PoolSpec, grad_output: &[T], indices: &[u32]) -> Result<Vec<T>, Failure> {
         Ok(match self {

@@ -252,6 +252,16 @@ fn round_trip<T: Element>(dev: Dev, spec: &PoolSpec, seed: u64) {
         }
         other => panic!("[{context}] indices written as {:?}", other.element()),
     }
+    // Without --indices: a values-only pass, the same values, one file.
+    let mut args = strings(&["forward", &dir.s("x.npy")]);
+    args.extend(pool_flags(spec));
+    args.extend(strings(&["--values", &dir.s("vo.npy")]));
+    let out = run(dev, &args);
+    assert_ok(dev, &out, &format!("forward without --indices {context}"));
+    let (vo_dims, only) = npy::read_values_file(dir.path("vo.npy")).unwrap();
+    assert_eq!(vo_dims, out_dims, "[{context}] values-only shape");
+    assert_bits_eq("values only", &context, &as_vec::<T>(only), &want.values);
+    assert_eq!(dir.listing(), ["i.npy", "v.npy", "vo.npy", "x.npy"], "[{context}] files");
 
     let grad_output: Vec<T> = gradients(&mut rng, g.output_len());
     npy::write_values_file(dir.path("go.npy"), &out_dims, &grad_output).unwrap();
@@ -268,7 +278,7 @@ fn round_trip<T: Element>(dev: Dev, spec: &PoolSpec, seed: u64) {
     let grad_input: Vec<T> = as_vec(grad_input);
     assert_bits_eq("grad_input", &context, &grad_input, &want);
     // Nothing but the inputs and outputs: no temporary file left behind.
-    assert_eq!(dir.listing(), strings(&["gi.npy", "go.npy", "i.npy", "v.npy", "x.npy"]));
+    assert_eq!(dir.listing(), strings(&["gi.npy", "go.npy", "i.npy", "v.npy", "vo.npy", "x.npy"]));
 }
 
 fn round_trips(dev: Dev, f16_too: bool) {
