@@ -208,42 +208,7 @@ impl Context {
     /// On native targets the future blocks inside `device.poll` while the GPU works; in the browser
     /// it yields to the event loop.
     pub async fn forward_async<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Pooled<T>> {
-        self.check_usable()?;
-        let g = spec.validate()?;
-        self.check_dtype(T::DTYPE)?;
-        check_len("input", g.input_len(), input.len())?;
-        let n_out = g.output_len();
-        if n_out == 0 {
-            return Ok(Pooled { values: vec![], indices: vec![] });
-        }
-        let elem = T::DTYPE.size();
-        let (in_bytes, val_bytes, idx_bytes) =
-            (padded_bytes(input.len(), elem), padded_bytes(n_out, elem), padded_bytes(n_out, 4));
-        self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
-        let (buffers, submission) = self
-            .submit_scoped(|encoder| {
-                let input_buffer = self.upload("wgpool input", input);
-                let values = self.output("wgpool values", val_bytes);
-                let indices = self.output("wgpool indices", idx_bytes);
-                let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
-                let buffers = ForwardBuffers {
-                    input: (&input_buffer).into(),
-                    values: (&values).into(),
-                    indices: (&indices).into(),
-                };
-                self.record_forward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
-                encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
-                encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
-                Ok([input_buffer, values, indices, staging])
-            })
-            .await?;
-        let bytes = self.read_back::<u8>(&buffers[3], (val_bytes + idx_bytes) as usize, submission).await?;
-        // Only now back to the pool: the buffers of a failed call may still be in use or mapped (a
-        // timeout), so they are dropped, never reused.
-        self.pool.give_back(buffers);
-        let values: Vec<T> = bytemuck::pod_collect_to_vec(&bytes[..n_out * elem]);
-        let indices: Vec<u32> =
-            bytemuck::pod_collect_to_vec(&bytes[val_bytes as usize..val_bytes as usize + n_out * 4]);
+        let (values, indices) = self.forward_host(spec, input, true).await?;
         Ok(Pooled { values, indices })
     }
 
@@ -257,37 +222,64 @@ impl Context {
     /// Values-only forward pass from a host slice (see [`Context::forward_async`] for how the
     /// future waits).
     pub async fn forward_values_async<T: Element>(&self, spec: &PoolSpec, input: &[T]) -> Result<Vec<T>> {
+        Ok(self.forward_host(spec, input, false).await?.0)
+    }
+
+    /// The host-level forward pass: the values, and the indices where `with_indices` (else an
+    /// empty vector, and the values-only pass).
+    async fn forward_host<T: Element>(
+        &self,
+        spec: &PoolSpec,
+        input: &[T],
+        with_indices: bool,
+    ) -> Result<(Vec<T>, Vec<u32>)> {
         self.check_usable()?;
         let g = spec.validate()?;
         self.check_dtype(T::DTYPE)?;
         check_len("input", g.input_len(), input.len())?;
         let n_out = g.output_len();
         if n_out == 0 {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         let elem = T::DTYPE.size();
         let (in_bytes, val_bytes) = (padded_bytes(input.len(), elem), padded_bytes(n_out, elem));
-        self.check_buffer_sizes(&[in_bytes, val_bytes])?;
+        let idx_bytes = if with_indices { padded_bytes(n_out, 4) } else { 0 };
+        self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
         let (buffers, submission) = self
             .submit_scoped(|encoder| {
                 let input_buffer = self.upload("wgpool input", input);
                 let values = self.output("wgpool values", val_bytes);
-                let staging = self.pool.take(&self.device, "wgpool readback", val_bytes, READBACK);
-                self.record_forward_values(
-                    encoder,
-                    spec,
-                    T::DTYPE,
-                    (&input_buffer).into(),
-                    (&values).into(),
-                    RecordOptions::default(),
-                )?;
+                let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
+                let (input_region, values_region) = ((&input_buffer).into(), (&values).into());
+                let mut buffers = vec![];
+                if with_indices {
+                    let indices = self.output("wgpool indices", idx_bytes);
+                    let regions =
+                        ForwardBuffers { input: input_region, values: values_region, indices: (&indices).into() };
+                    self.record_forward(encoder, spec, T::DTYPE, &regions, RecordOptions::default())?;
+                    encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
+                    buffers.push(indices);
+                } else {
+                    let options = RecordOptions::default();
+                    self.record_forward_values(encoder, spec, T::DTYPE, input_region, values_region, options)?;
+                }
                 encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
-                Ok([input_buffer, values, staging])
+                buffers.extend([input_buffer, values, staging]);
+                Ok(buffers)
             })
             .await?;
-        let values = self.read_back::<T>(&buffers[2], n_out, submission).await?;
+        let staging = buffers.last().expect("the staging buffer is last");
+        let bytes = self.read_back::<u8>(staging, (val_bytes + idx_bytes) as usize, submission).await?;
+        // Only now back to the pool: the buffers of a failed call may still be in use or mapped (a
+        // timeout), so they are dropped, never reused.
         self.pool.give_back(buffers);
-        Ok(values)
+        let values: Vec<T> = bytemuck::pod_collect_to_vec(&bytes[..n_out * elem]);
+        let indices: Vec<u32> = if with_indices {
+            bytemuck::pod_collect_to_vec(&bytes[val_bytes as usize..val_bytes as usize + n_out * 4])
+        } else {
+            vec![]
+        };
+        Ok((values, indices))
     }
 
     /// Backward pass from host slices: the input gradient, or [`Error::InvalidIndices`]. Blocking.

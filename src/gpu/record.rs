@@ -441,8 +441,9 @@ impl Context {
 
     /// Records a values-only forward pass into `encoder`: the pooled values without the indices,
     /// for inference, where no backward pass follows (it moves a sixth to a quarter fewer bytes
-    /// than [`Context::record_forward`] for windows of stride 2; PyTorch has no such pass). The same kernels, variants
-    /// and validation as [`Context::record_forward`]; the values are the same bits.
+    /// than [`Context::record_forward`] for windows of stride 2; PyTorch has no such pass). The
+    /// same kernels, variants and validation as [`Context::record_forward`]; the values are the
+    /// same bits.
     pub fn record_forward_values(
         &self,
         encoder: &mut wgpu::CommandEncoder,
