@@ -582,6 +582,82 @@ impl Context {
         Ok(outputs)
     }
 
+    /// Records a values-only forward pass over `input` into `encoder`, into a new values tensor:
+    /// the pooled values without the argmax indices, for inference, where no backward pass
+    /// follows (see [`Context::record_forward_values`]).
+    ///
+    /// Nothing is submitted. Validates like [`Context::record_forward_values_tensor_into`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpool::Error> {
+    /// use wgpool::{Context, GpuTensor, InputShape, PoolParams, PoolSpec};
+    /// let ctx = Context::new()?;
+    /// let spec = PoolSpec::new(InputShape::nchw(1, 1, 2, 4), PoolParams::new([2, 2]));
+    /// let input = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &[0.0f32, 5.0, 1.0, 2.0, 4.0, 1.0, 9.0, 3.0])?;
+    /// let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    /// let values = ctx.record_forward_values_tensor(&mut encoder, &spec, &input)?;
+    /// ctx.queue().submit([encoder.finish()]);
+    /// assert_eq!(values.download(&ctx)?, [5.0, 9.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn record_forward_values_tensor<T: Element>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        spec: &PoolSpec,
+        input: &GpuTensor<T>,
+    ) -> Result<GpuTensor<T>> {
+        let out = self.check_forward_input(spec, input)?;
+        let values = allocate_now(GpuTensor::allocate(self, out, spec.layout, Scopes::SYNC))?;
+        self.record_forward_values_tensor_into(encoder, spec, input, &values)?;
+        Ok(values)
+    }
+
+    /// Records a values-only forward pass over `input` into `encoder`, writing `values` (reuse it
+    /// step after step, as with [`Context::record_forward_tensor_into`]).
+    ///
+    /// `values` must have the spec's output shape and layout, else [`Error::ShapeMismatch`];
+    /// otherwise as [`Context::record_forward_values`]. On error nothing is recorded.
+    pub fn record_forward_values_tensor_into<T: Element>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        spec: &PoolSpec,
+        input: &GpuTensor<T>,
+        values: &GpuTensor<T>,
+    ) -> Result<()> {
+        let out = self.check_forward_input(spec, input)?;
+        check_tensor("values", values, &out, spec.layout)?;
+        self.record_forward_values(encoder, spec, T::DTYPE, input.region(), values.region(), RecordOptions::default())
+    }
+
+    /// Blocking [`Context::forward_values_tensor_async`].
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpool::Error> {
+    /// use wgpool::{Context, GpuTensor, InputShape, PoolParams, PoolSpec};
+    /// let ctx = Context::new()?;
+    /// let spec = PoolSpec::new(InputShape::new(1, 1, [4]), PoolParams::new([2]));
+    /// let input = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &[4.0f32, 1.0, 2.0, 8.0])?;
+    /// assert_eq!(ctx.forward_values_tensor(&spec, &input)?.download(&ctx)?, [4.0, 8.0]);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_values_tensor<T: Element>(&self, spec: &PoolSpec, input: &GpuTensor<T>) -> Result<GpuTensor<T>> {
+        pollster::block_on(self.forward_values_tensor_async(spec, input))
+    }
+
+    /// Runs a values-only forward pass over `input` into a new values tensor and submits it;
+    /// completes once submitted, like [`Context::forward_tensor_async`].
+    pub async fn forward_values_tensor_async<T: Element>(
+        &self,
+        spec: &PoolSpec,
+        input: &GpuTensor<T>,
+    ) -> Result<GpuTensor<T>> {
+        let out = self.check_forward_input(spec, input)?;
+        let values = GpuTensor::allocate(self, out, spec.layout, Scopes::Await).await?;
+        self.submit_scoped(|encoder| self.record_forward_values_tensor_into(encoder, spec, input, &values)).await?;
+        Ok(values)
+    }
+
     /// Records a backward pass into `encoder`, into a new input gradient and counter.
     ///
     /// Nothing is submitted. Validates like [`Context::record_backward_tensor_into`].

@@ -102,6 +102,10 @@ fn check_allocated<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad
     assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
     assert_eq!(pooled.indices.download(ctx).unwrap(), want.indices, "[{name}] indices");
     assert_bits_eq("grad_input", &name, &backward.grad_input.download(ctx).unwrap(), &want_gi);
+    // Values only: the same values, in a new tensor of the output shape.
+    let values = ctx.forward_values_tensor(spec, &input_tensor).unwrap_or_else(|e| panic!("[{name}] values: {e}"));
+    assert_eq!((values.shape(), values.layout()), (pooled.values.shape(), spec.layout), "[{name}] values-only shape");
+    assert_bits_eq("values-only values", &name, &values.download(ctx).unwrap(), &want.values);
     case.pass();
 }
 
@@ -125,8 +129,10 @@ fn check_caller_buffers<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T],
     let reads = caller_buffer(ctx, slot(in_bytes) + slot(out_bytes), USAGE);
     let forward_writes = caller_buffer(ctx, slot(out_bytes) + slot(idx_bytes), USAGE);
     let backward_writes = caller_buffer(ctx, slot(in_bytes) + 256, USAGE);
+    let values_only_writes = caller_buffer(ctx, slot(out_bytes) + 256, USAGE);
     poison(ctx, &forward_writes);
     poison(ctx, &backward_writes);
+    poison(ctx, &values_only_writes);
     let input_t = GpuTensor::<T>::from_buffer(&reads, 4, spec.input.clone(), spec.layout).unwrap();
     let grad_t = GpuTensor::<T>::from_buffer(&reads, slot(in_bytes) + 8, out.clone(), spec.layout).unwrap();
     input_t.write(ctx, input).unwrap();
@@ -140,15 +146,34 @@ fn check_caller_buffers<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T],
         invalid_count: InvalidCount::from_buffer(&backward_writes, slot(in_bytes) + 4).unwrap(),
     };
 
+    let values_only = GpuTensor::<T>::from_buffer(&values_only_writes, 20, g.output_shape(), spec.layout).unwrap();
+
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     ctx.record_forward_tensor_into(&mut encoder, spec, &input_t, &pooled).unwrap();
     ctx.record_backward_tensor_into(&mut encoder, spec, &grad_t, &pooled.indices, &backward).unwrap();
+    ctx.record_forward_values_tensor_into(&mut encoder, spec, &input_t, &values_only).unwrap();
     ctx.queue().submit([encoder.finish()]);
 
     backward.check(ctx).unwrap_or_else(|e| panic!("[{name}] invalid count: {e}"));
     assert_bits_eq("values", &name, &pooled.values.download(ctx).unwrap(), &want.values);
     assert_eq!(pooled.indices.download(ctx).unwrap(), want.indices, "[{name}] indices");
     assert_bits_eq("grad_input", &name, &backward.grad_input.download(ctx).unwrap(), &want_gi);
+    assert_bits_eq("values-only values", &name, &values_only.download(ctx).unwrap(), &want.values);
+    // The values-only pass wrote its values and nothing around them.
+    let whole = GpuTensor::<u32>::from_buffer(
+        &values_only_writes,
+        0,
+        InputShape::new(1, 1, [(values_only_writes.size() / 4) as usize]),
+        Layout::ChannelsFirst,
+    )
+    .unwrap()
+    .download(ctx)
+    .unwrap();
+    let (first, last) = (20 / 4, (20 + out_bytes).div_ceil(4) as usize);
+    let mut outside = whole.iter().enumerate().filter(|&(i, _)| i < first || i >= last);
+    if let Some((i, w)) = outside.find(|&(_, &w)| w != 0x7fa5_7fa5) {
+        panic!("[{name}] values-only pass wrote word {i} ({w:#x}) outside its values");
+    }
     case.pass();
 }
 
@@ -293,6 +318,17 @@ fn mismatched_tensors_give_typed_errors() {
             .record_forward_tensor_into(&mut encoder, &spec, &upload(spec.input.clone(), spec.layout), &wrong_outputs)
             .unwrap_err();
         assert!(matches!(&err, Error::ShapeMismatch { what, .. } if what.starts_with("values")), "[{name}] {err}");
+        let err = ctx
+            .record_forward_values_tensor_into(
+                &mut encoder,
+                &spec,
+                &upload(spec.input.clone(), spec.layout),
+                &wrong_outputs.values,
+            )
+            .unwrap_err();
+        assert!(matches!(&err, Error::ShapeMismatch { what, .. } if what.starts_with("values")), "[{name}] {err}");
+        let err = ctx.forward_values_tensor(&spec, &upload(InputShape::nchw(1, 3, 8, 9), spec.layout)).unwrap_err();
+        assert!(matches!(&err, Error::ShapeMismatch { what, .. } if what.starts_with("input")), "[{name}] {err}");
 
         // An invalid spec is reported as such before any tensor is looked at.
         let bad_spec = PoolSpec::new(InputShape::nchw(1, 3, 8, 8), PoolParams::new([2]));
@@ -362,6 +398,7 @@ fn futures_are_send(ctx: &Context, spec: &PoolSpec, t: &GpuTensor<f32>, i: &GpuT
     send(GpuTensor::<f32>::zeros_async(ctx, spec.input.clone(), spec.layout));
     send(t.download_async(ctx));
     send(ctx.forward_tensor_async(spec, t));
+    send(ctx.forward_values_tensor_async(spec, t));
     send(ctx.backward_tensor_async(spec, t, i));
     send(PooledTensors::<f32>::allocate_async(ctx, spec));
     send(BackwardTensors::<f32>::allocate_async(ctx, spec));
