@@ -809,11 +809,13 @@ mod tests {
         }
     }
 
-    /// The channels-first scatter that checks the indices on the way (`checked_scatter`): 1-, 2-
-    /// and 3-D overlapping windows (one to nine real input rows per output row, dilated H, edge
-    /// windows with fewer taps, ceil_mode), over several tasks, with NaN, ±inf and −0.0 gradients
-    /// and indices spoiled in every way a range test can miss: −1, a neighbour in the row, the
-    /// next row, past the plane, and an element of another task's rows.
+    /// The scatters that check the indices on the way, channels-first (`checked_scatter`) and
+    /// channels-last with a multiple of 8 channels (`scatter_lanes`, 8- and 16-channel blocks; the
+    /// others go through the validation pass): 1-, 2- and 3-D overlapping windows (one to nine
+    /// real input rows per output row, dilated H, edge windows with fewer taps, ceil_mode), over
+    /// several tasks, with NaN, ±inf and −0.0 gradients and indices spoiled in every way a range
+    /// test can miss: −1, a neighbour in the row, the next row, past the plane, and an element of
+    /// another task's rows.
     #[test]
     fn checked_scatter_matches_the_reference() {
         let mut next = numbers(0x05ca_77e2_u64);
@@ -825,13 +827,25 @@ mod tests {
             PoolSpec::new(InputShape::new(1, 30, [21, 26]), k3.clone().dilation([2, 1])),
             PoolSpec::new(InputShape::new(3, 64, [300]), PoolParams::new([3]).stride([2]).padding([1])),
             PoolSpec::new(
-                InputShape::new(1, 6, [9, 10, 12]),
+                InputShape::new(1, 8, [9, 10, 12]),
                 PoolParams::new([3, 3, 3]).stride([2, 2, 2]).padding([1, 1, 1]),
             ),
+            PoolSpec::new(InputShape::new(2, 48, [13, 18]), k3.clone().dilation([1, 2])),
         ];
-        for spec in &specs {
+        let layouts = [crate::params::Layout::ChannelsFirst, crate::params::Layout::ChannelsLast];
+        let specs = specs.iter().flat_map(|s| layouts.map(|l| s.clone().layout(l)));
+        let mut checked_lanes = 0;
+        for spec in &specs.collect::<Vec<_>>() {
             let g = spec.validate().unwrap();
-            assert!(super::backward::checked_scatter_eligible(&Plan::new(&g, Isa::Baseline)), "{spec:?}");
+            let plan = Plan::new(&g, Isa::Baseline);
+            if spec.layout == crate::params::Layout::ChannelsFirst {
+                let eligible = super::backward::checked_scatter_eligible(&plan);
+                assert_eq!(eligible, spec.params.dilation.last().is_none_or(|&d| d == 1), "{spec:?}");
+            } else {
+                let eligible = super::backward::checked_lanes_eligible(&plan);
+                assert_eq!(eligible, spec.input.channels % 8 == 0, "{spec:?}");
+                checked_lanes += eligible as usize;
+            }
             let input: Vec<f32> = (0..g.input_len()).map(|_| next(5) as f32 - 2.0).collect();
             let want = super::super::reference::forward(spec, &input).unwrap();
             let grad: Vec<f32> = (0..g.output_len())
@@ -881,6 +895,7 @@ mod tests {
                 }
             }
         }
+        assert_eq!(checked_lanes, 4, "channels-last specs through the checking scatter");
     }
 
     /// Channels-last rows of many channels (register blocks forward, tap-by-tap tiled backward,
