@@ -56,20 +56,21 @@ fn gather(exact: bool, validate: bool, pos: I, output_base: u32, index_base: u32
                 let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
                 let index = indices[index_base + o];
                 let hit = index == pos;
-                if any(hit) {
+                if !exact {
+                    // The plain pass loads every window's gradient with its index, without a
+                    // branch: the two loads go out together instead of one after the other.
                     let g = grad_output[output_base + o];
-                    if exact {
-                        let g_nan = hit & is_nan(g);
-                        // Adding +0.0 in the other lanes leaves them unchanged: acc is never -0.0.
-                        let sum = r.acc + select(V(0.0), g, hit & !g_nan);
-                        let event = !r.has_nan & (g_nan | is_nan(sum));
-                        r.nan = select(r.nan, select(V(indefinite()), nan_result(g), g_nan), event);
-                        r.has_nan = r.has_nan | event;
-                        r.acc = sum;
-                    } else {
-                        r.acc = r.acc + select(V(0.0), g, hit);
-                        r.has_nan = r.has_nan | (hit & is_nan(g));
-                    }
+                    r.acc = r.acc + select(V(0.0), g, hit);
+                    r.has_nan = r.has_nan | (hit & is_nan(g));
+                } else if any(hit) {
+                    let g = grad_output[output_base + o];
+                    let g_nan = hit & is_nan(g);
+                    // Adding +0.0 in the other lanes leaves them unchanged: acc is never -0.0.
+                    let sum = r.acc + select(V(0.0), g, hit & !g_nan);
+                    let event = !r.has_nan & (g_nan | is_nan(sum));
+                    r.nan = select(r.nan, select(V(indefinite()), nan_result(g), g_nan), event);
+                    r.has_nan = r.has_nan | event;
+                    r.acc = sum;
                 }
                 if validate && all(at == vec3<u32>(anchor(axis_d(), od), anchor(axis_h(), oh), anchor(axis_w(), ow))) {
                     r.invalid += count_false(index_valid(od, oh, ow, index));

@@ -85,18 +85,19 @@ fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
                 // the equality implies for valid indices (invalid ones are counted below).
                 let hit0 = vec4<u32>(index) == b.pos;
                 let hit1 = (vec4<u32>(index) == b.pos + vec4<u32>(IN_W)) & b.second;
-                if any(hit0 | hit1) {
+                if !exact {
+                    // The plain pass loads every window's gradient with its index, without a
+                    // branch: the two loads go out together instead of one after the other.
                     let g = vec4<T>(grad_output[params.bases.x + o]);
-                    if exact {
-                        add_hits(&acc0, &nan0, &has_nan0, hit0, g);
-                        add_hits(&acc1, &nan1, &has_nan1, hit1, g);
-                    } else {
-                        acc0 = acc0 + select(vec4<T>(0.0), g, hit0);
-                        acc1 = acc1 + select(vec4<T>(0.0), g, hit1);
-                        let g_nan = is_nan4(g);
-                        has_nan0 = has_nan0 | (hit0 & g_nan);
-                        has_nan1 = has_nan1 | (hit1 & g_nan);
-                    }
+                    acc0 = acc0 + select(vec4<T>(0.0), g, hit0);
+                    acc1 = acc1 + select(vec4<T>(0.0), g, hit1);
+                    let g_nan = is_nan4(g);
+                    has_nan0 = has_nan0 | (hit0 & g_nan);
+                    has_nan1 = has_nan1 | (hit1 & g_nan);
+                } else if any(hit0 | hit1) {
+                    let g = vec4<T>(grad_output[params.bases.x + o]);
+                    add_hits(&acc0, &nan0, &has_nan0, hit0, g);
+                    add_hits(&acc1, &nan1, &has_nan1, hit1, g);
                 }
                 if validate {
                     let a = anchor(axis_w(), ow);
