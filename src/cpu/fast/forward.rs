@@ -143,22 +143,32 @@ multiversion!(task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices
 #[inline(always)]
 fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) {
     let row_len = p.out_row_len();
+    let end = first + values.len() / row_len;
     let mut s = Scratch::default();
-    // Streaming: each row is computed here (in L1), then written out past the caches.
-    let (mut row_v, mut row_i) = if p.stream { (vec![T::ZERO; row_len], vec![0; row_len]) } else { (vec![], vec![]) };
-    let mut cursor = RowCursor::new(p, first..first + values.len() / row_len);
+    // Streaming: a few rows at a time are computed here (in L1), then written out past the
+    // caches ([`stream::STEP_ELEMENTS`]).
+    let step = if p.stream { stream::STEP_ELEMENTS.div_ceil(row_len) } else { 0 };
+    let (mut staged_v, mut staged_i) = (vec![T::ZERO; step * row_len], vec![0; step * row_len]);
+    let mut staged_from = first;
+    let mut cursor = RowCursor::new(p, first..end);
     while let Some(r) = cursor.advance() {
         let rows = &cursor.rows[..];
-        let (v, i) =
-            (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
-        if p.stream {
-            row(p, x, rows, &mut row_v, &mut row_i, &mut s);
-            stream::copy(v, &row_v);
-            if !p.values_only {
-                stream::copy(i, &row_i);
-            }
-        } else {
+        if !p.stream {
+            let (v, i) =
+                (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
             row(p, x, rows, v, i, &mut s);
+            continue;
+        }
+        let k = r - staged_from;
+        let (v, i) = (&mut staged_v[k * row_len..][..row_len], &mut staged_i[k * row_len..][..row_len]);
+        row(p, x, rows, v, i, &mut s);
+        if k + 1 == step || r + 1 == end {
+            let (at, n) = ((staged_from - first) * row_len, (k + 1) * row_len);
+            stream::copy(&mut values[at..][..n], &staged_v[..n]);
+            if !p.values_only {
+                stream::copy(&mut indices[at..][..n], &staged_i[..n]);
+            }
+            staged_from = r + 1;
         }
     }
     if p.stream {

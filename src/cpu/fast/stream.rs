@@ -2,15 +2,25 @@
 //!
 //! A regular store first reads its cache line in (a read for ownership), so an output that goes
 //! straight to memory costs its size twice in bandwidth. Kernels whose outputs are large
-//! ([`Plan::stream`](super::Plan)) compute each output row in a small buffer, which stays in L1,
-//! and copy it out with [`copy`], which writes its aligned 16-byte blocks with SSE2's `movntdq`
+//! ([`Plan::stream`](super::Plan)) compute a few output rows at a time ([`STEP_ELEMENTS`]) in a
+//! small buffer, which stays in L1, and copy them out with [`copy`], which writes its aligned 16-byte blocks with SSE2's `movntdq`
 //! on x86-64 (every x86-64 CPU has it) and a plain copy elsewhere. Measured on the development
 //! machine (2-core AMD EPYC Zen 5, 2 threads, 2026-11-27): a kernel reading 822 MB and writing
 //! 411 MB took 27.5 ms with regular stores and 22 ms with these.
 
-/// Outputs of at least this many bytes are streamed: above the development machine's L3 (32 MiB),
-/// where a regular store's line would be evicted before it is read again anyway.
-pub(super) const THRESHOLD: usize = 32 << 20;
+/// Passes that move at least this many bytes (input and outputs) stream their outputs: twice the
+/// development machine's L3 (32 MiB), so that a regular store's line would be evicted before it
+/// is read again anyway. (Case C, 26 MB in and 13 MB out, does not: streaming it measured within
+/// the noise, 0.65–1.10 ms against 0.75–0.84 ms, on the Zen 4 machine, 2026-12-07.)
+pub(super) const THRESHOLD: usize = 64 << 20;
+
+/// The least number of outputs a streaming pass computes (whole output rows, at least one) before
+/// copying them out with [`copy`]. Measured on the development machine (2-core AMD EPYC Zen 4,
+/// 2026-12-07, builds alternating in separate processes, into a buffer, medians in ms): case A
+/// channels-first forward (56-output rows) one row at a time 6.09–6.23, two rows 3.86–4.15,
+/// three 4.97–5.03, four 4.40–4.78, six 4.23–4.31, thirteen 4.16–4.38; case G (112-output rows)
+/// one row 29.2–31.5, two 30.2–31.4, six 31.6–34.0. (Rows are the unit the kernels write.)
+pub(super) const STEP_ELEMENTS: usize = 112;
 
 /// `dst.copy_from_slice(src)`, bypassing the caches where it can (see the module). Call
 /// [`fence`] before the task ends.
