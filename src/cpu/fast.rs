@@ -145,10 +145,7 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: 
     let rows_per_window = g.axes[0].kernel * g.axes[1].kernel;
     p.values_only = indices.is_none();
     let out_bytes = values.len() * (size_of::<T>() + if p.values_only { 0 } else { 4 });
-    // By the bytes of the whole pass, not of its outputs alone: a values-only pass over case A
-    // (26 MB of values, 103 MB of input) took 5.4–5.9 ms with regular stores, against 3.9–4.4 ms
-    // for the pass with indices, which streamed (development machine, 2-core AMD EPYC Zen 4,
-    // 2026-12-07).
+    // By the bytes of the whole pass, not of its outputs alone ([`stream::THRESHOLD`]).
     p.stream = p.lanes == 1
         && p.exact_tiling()
         && rows_per_window > 1

@@ -24,7 +24,16 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
     let per_task = rows.div_ceil(task_count(bytes, rows));
     // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`), and so
     // are the values of a values-only pass, so that the dropped indices stay in the caches.
-    let step = if values.is_fresh() || indices.is_none() {
+    // Short rows only: measured on the development machine (2 threads, AVX2 build, 2026-11-27),
+    // case E (7 outputs a row) 0.77 → 0.19 ms, C (28) 1.2 → 0.75 ms; A (56) within the noise;
+    // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
+    let pairs =
+        p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
+    // Short rows that stream (`pairs_task` ignores `p.stream`): a few rows at a time, staged.
+    let stream_pairs = pairs && p.stream;
+    let step = if stream_pairs {
+        stream::PAIRS_STEP_ELEMENTS.div_ceil(row_len)
+    } else if values.is_fresh() || indices.is_none() {
         (STEP / (row_len * (size_of::<T>() + 4))).max(1)
     } else {
         per_task
@@ -35,14 +44,10 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
         None => value_pieces.iter().map(|_| None).collect(),
     };
     let tasks: Vec<_> = value_pieces.into_iter().zip(index_pieces).enumerate().collect();
-    // Short rows only: measured on the development machine (2 threads, AVX2 build, 2026-11-27),
-    // case E (7 outputs a row) 0.77 → 0.19 ms, C (28) 1.2 → 0.75 ms; A (56) within the noise;
-    // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
-    let pairs =
-        p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
     run_tasks(tasks, |(t, (mut values, mut indices))| {
         let mut first = t * per_task;
         let mut dropped = vec![];
+        let (mut staged_v, mut staged_i) = (vec![], vec![]);
         while values.len() > 0 {
             let n = (step * row_len).min(values.len());
             let (v, rest) = values.split_at(n);
@@ -58,12 +63,23 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
                     &mut dropped[..]
                 }
             };
-            if pairs {
+            if stream_pairs {
+                staged_v.resize(n, T::ZERO);
+                staged_i.resize(n, 0);
+                pairs_task::dispatch(p.isa, p, input, first, &mut staged_v, &mut staged_i);
+                stream::copy(v, &staged_v);
+                if !p.values_only {
+                    stream::copy(i, &staged_i);
+                }
+            } else if pairs {
                 pairs_task::dispatch(p.isa, p, input, first, v, i);
             } else {
                 task::dispatch(p.isa, p, input, first, v, i);
             }
             (values, first) = (rest, first + step);
+        }
+        if stream_pairs {
+            stream::fence();
         }
         0
     });

@@ -8,11 +8,13 @@
 //! machine (2-core AMD EPYC Zen 5, 2 threads, 2026-11-27): a kernel reading 822 MB and writing
 //! 411 MB took 27.5 ms with regular stores and 22 ms with these.
 
-/// Passes that move at least this many bytes (input and outputs) stream their outputs: twice the
+/// Passes that move at least this many bytes (input and outputs) stream their outputs: the
 /// development machine's L3 (32 MiB), so that a regular store's line would be evicted before it
-/// is read again anyway. (Case C, 26 MB in and 13 MB out, does not: streaming it measured within
-/// the noise, 0.65–1.10 ms against 0.75–0.84 ms, on the Zen 4 machine, 2026-12-07.)
-pub(super) const THRESHOLD: usize = 64 << 20;
+/// is read again anyway. By the whole pass, not its outputs alone (32 MiB of outputs before,
+/// 2026-12-07): on the Zen 4 machine case C channels-first forward (26 MB in, 13 MB out) took
+/// 0.75–0.92 ms streaming against 0.92–1.12 ms not, and the values-only pass over case A (26 MB
+/// of values) 3.6–3.9 against 5.4–5.9 ms.
+pub(super) const THRESHOLD: usize = 32 << 20;
 
 /// The least number of outputs a streaming pass computes (whole output rows, at least one) before
 /// copying them out with [`copy`]. Measured on the development machine (2-core AMD EPYC Zen 4,
@@ -21,6 +23,11 @@ pub(super) const THRESHOLD: usize = 64 << 20;
 /// three 4.97–5.03, four 4.40–4.78, six 4.23–4.31, thirteen 4.16–4.38; case G (112-output rows)
 /// one row 29.2–31.5, two 30.2–31.4, six 31.6–34.0. (Rows are the unit the kernels write.)
 pub(super) const STEP_ELEMENTS: usize = 112;
+
+/// [`STEP_ELEMENTS`] for the short rows of `pairs_task` (case C channels-first forward, 28-output
+/// rows, same machine and method, ms): 4 rows (112 outputs) 0.96–1.01, 512 outputs 0.78–0.85, 1024
+/// 0.75–0.92, 2048 0.74–0.81; not streaming 0.92–1.12.
+pub(super) const PAIRS_STEP_ELEMENTS: usize = 1024;
 
 /// `dst.copy_from_slice(src)`, bypassing the caches where it can (see the module). Call
 /// [`fence`] before the task ends.
