@@ -151,6 +151,15 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: 
         && rows_per_window > 1
         && !values.is_fresh()
         && streams(size_of_val(input) + out_bytes);
+    // The short rows of `forward::pairs_task` also stream into a fresh vector, which their
+    // copies initialise (no zeroing first): case C channels-first allocating forward 0.94–1.48
+    // → 1.00–1.16 ms, six alternations of seven (development machine, 2-core AMD EPYC Zen 4,
+    // 2026-12-07).
+    p.stream_fresh = p.lanes == 1
+        && p.exact_tiling()
+        && rows_per_window > 1
+        && values.is_fresh()
+        && streams(size_of_val(input) + out_bytes);
     // Measured on the development machine (2 threads, 2026-11-27, runs alternating in one
     // process): prefetching 2 KiB ahead took channels-last case A forward 3.85 → 3.26 ms, B 4.97
     // → 3.89, C 1.03 → 0.82, G 37.1 → 35.3 (1.5–3 KiB all gained), but E (6.4 MB input, mostly
@@ -403,8 +412,11 @@ struct Plan {
     isa: Isa,
     unit: usize,
     /// Whether the kernels that can write their outputs with non-temporal stores do
-    /// ([`stream`]); set by the passes from their output size.
+    /// ([`stream`]) into a caller's buffer; set by the passes from their size.
     stream: bool,
+    /// Whether the short rows of `forward::pairs_task` stream into a fresh vector (whose pieces
+    /// the copies initialise, [`dest::Dest::stream_from`]).
+    stream_fresh: bool,
     /// A values-only forward: the indices go to a small buffer per task and are dropped.
     values_only: bool,
     /// How many bytes ahead of the window being computed the kernels that prefetch their input
@@ -438,6 +450,7 @@ impl Plan {
             isa,
             unit: isa.unit(),
             stream: false,
+            stream_fresh: false,
             values_only: false,
             prefetch: 0,
         }

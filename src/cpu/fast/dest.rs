@@ -11,9 +11,9 @@
 //! of 32 MiB or more still come from `calloc`, see [`CALLOC_FROM`].)
 //!
 //! The soundness of [`fresh_vec`] rests on two things this module alone controls: a fresh
-//! piece can only be split (into disjoint parts) or consumed by [`Dest::ready`], which
-//! initialises it and counts its elements once, and nothing outside this module can build one
-//! (the variants are private, behind [`Dest::init`]).
+//! piece can only be split (into disjoint parts) or consumed by [`Dest::ready`] or
+//! [`Dest::stream_from`], which initialise it and count its elements once, and nothing outside
+//! this module can build one (the variants are private, behind [`Dest::init`]).
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,6 +106,19 @@ impl<'a, T: Pod> Dest<'a, T> {
         }
     }
 
+    /// Writes `src` (of the piece's length) into the piece with streaming stores
+    /// ([`super::stream::copy`]): a fresh piece is initialised by the copy itself, not zeroed
+    /// first. Call [`super::stream::fence`] before the task ends.
+    pub(super) fn stream_from(self, src: &[T]) {
+        match self.0 {
+            Piece::Init(s) => super::stream::copy(s, src),
+            Piece::Fresh(s, done) => {
+                super::stream::copy_uninit(s, src);
+                done.fetch_add(s.len(), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The same memory as elements of `U`, of the same size and alignment as `T`.
     pub(super) fn cast<U: Pod>(self) -> Dest<'a, U> {
         assert!(size_of::<T>() == size_of::<U>() && align_of::<T>() == align_of::<U>(), "cast to another layout");
@@ -152,8 +165,8 @@ pub(super) fn fresh_vec<T: Pod, R>(n: usize, write: impl FnOnce(Dest<'_, T>) -> 
         v.spare_capacity_mut()[..n].fill(MaybeUninit::new(T::zeroed()));
     }
     // SAFETY: the first `n` elements are initialised. The pieces `write` got are disjoint parts
-    // of them (split from one `&mut`, and `ready` consumes its piece), and each `ready` piece
-    // initialised all of its elements and added their number to `done`: `done == n` means
+    // of them (split from one `&mut`, and `ready` and `stream_from` consume their piece), and
+    // each such piece initialised all of its elements and added their number to `done`: `done == n` means
     // every element was. Otherwise the line above initialised them all. (`write` has returned,
     // so every borrow of the spare capacity has ended, and `ready`'s counts are visible.)
     unsafe { v.set_len(n) };

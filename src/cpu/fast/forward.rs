@@ -29,8 +29,9 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
     // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
     let pairs =
         p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
-    // Short rows that stream (`pairs_task` ignores `p.stream`): a few rows at a time, staged.
-    let stream_pairs = pairs && p.stream;
+    // Short rows that stream (into a caller's buffer, or a fresh vector, which the copies
+    // initialise): a few rows at a time are computed into a staging buffer and copied out.
+    let stream_pairs = pairs && (p.stream || p.stream_fresh);
     let step = if stream_pairs {
         stream::PAIRS_STEP_ELEMENTS.div_ceil(row_len)
     } else if values.is_fresh() || indices.is_none() {
@@ -51,6 +52,20 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
         while values.len() > 0 {
             let n = (step * row_len).min(values.len());
             let (v, rest) = values.split_at(n);
+            if stream_pairs {
+                // Streamed straight into the pieces (a fresh one is not zeroed first).
+                staged_v.resize(n, T::ZERO);
+                staged_i.resize(n, 0);
+                pairs_task::dispatch(p.isa, p, input, first, &mut staged_v, &mut staged_i);
+                v.stream_from(&staged_v);
+                if let Some(piece) = indices.take() {
+                    let (i, rest_i) = piece.split_at(n);
+                    indices = Some(rest_i);
+                    i.stream_from(&staged_i);
+                }
+                (values, first) = (rest, first + step);
+                continue;
+            }
             let v = v.ready();
             let i = match indices.take() {
                 Some(piece) => {
@@ -63,15 +78,7 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
                     &mut dropped[..]
                 }
             };
-            if stream_pairs {
-                staged_v.resize(n, T::ZERO);
-                staged_i.resize(n, 0);
-                pairs_task::dispatch(p.isa, p, input, first, &mut staged_v, &mut staged_i);
-                stream::copy(v, &staged_v);
-                if !p.values_only {
-                    stream::copy(i, &staged_i);
-                }
-            } else if pairs {
+            if pairs {
                 pairs_task::dispatch(p.isa, p, input, first, v, i);
             } else {
                 task::dispatch(p.isa, p, input, first, v, i);
