@@ -22,8 +22,6 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
     let index_bytes = if indices.is_some() { 4 } else { 0 };
     let bytes = size_of_val(input) + values.len() * (size_of::<T>() + index_bytes);
     let per_task = rows.div_ceil(task_count(bytes, rows));
-    // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`), and so
-    // are the values of a values-only pass, so that the dropped indices stay in the caches.
     // Short rows only: measured on the development machine (2 threads, AVX2 build, 2026-11-27),
     // case E (7 outputs a row) 0.77 → 0.19 ms, C (28) 1.2 → 0.75 ms; A (56) within the noise;
     // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
@@ -32,6 +30,8 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
     // Short rows that stream (into a caller's buffer, or a fresh vector, which the copies
     // initialise): a few rows at a time are computed into a staging buffer and copied out.
     let stream_pairs = pairs && (p.stream || p.stream_fresh);
+    // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`), and so
+    // are the values of a values-only pass, so that the dropped indices stay in the caches.
     let step = if stream_pairs {
         stream::PAIRS_STEP_ELEMENTS.div_ceil(row_len)
     } else if values.is_fresh() || indices.is_none() {
