@@ -139,27 +139,18 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: 
     // made F1 (one input row per output row) 1.16 → 1.37 ms, B (overlapping) 6.0 → 6.8 ms,
     // and channels-last G 38 → 50 ms, A 4.1 → 4.5 ms: only exactly tiled channels-first windows
     // of several input rows stream.
-    // Not into a fresh vector, whose tasks zero each step into the caches just before writing
-    // it: case A channels-first allocating forward took 15.1–15.8 ms streaming, 13.3–13.5 ms not
-    // (development machine, 2-core Intel Xeon, 2026-12-07, three alternations in one process).
+    // Into a fresh vector too, whose pieces the streaming copies initialise (no zeroing first,
+    // [`dest::Dest::stream_from`]): case A channels-first allocating forward 6.6–7.2 → 3.6–3.8 ms,
+    // as fast as into a caller's buffer (development machine, 2-core AMD EPYC Zen 4, 2026-12-07,
+    // three alternations in separate processes); case C's (the short rows of `forward::pairs_task`)
+    // 0.94–1.48 → 1.00–1.16 ms, six alternations of seven, and 1.0 → 0.83 ms once the copies'
+    // count was kept per task ([`dest::Tally`]). (Zeroing each step first and then streaming had
+    // been slower than not streaming: 15.1–15.8 against 13.3–13.5 ms on a 2-core Intel Xeon.)
     let rows_per_window = g.axes[0].kernel * g.axes[1].kernel;
     p.values_only = indices.is_none();
     let out_bytes = values.len() * (size_of::<T>() + if p.values_only { 0 } else { 4 });
     // By the bytes of the whole pass, not of its outputs alone ([`stream::THRESHOLD`]).
-    p.stream = p.lanes == 1
-        && p.exact_tiling()
-        && rows_per_window > 1
-        && !values.is_fresh()
-        && streams(size_of_val(input) + out_bytes);
-    // The short rows of `forward::pairs_task` also stream into a fresh vector, which their
-    // copies initialise (no zeroing first): case C channels-first allocating forward 0.94–1.48
-    // → 1.00–1.16 ms, six alternations of seven (development machine, 2-core AMD EPYC Zen 4,
-    // 2026-12-07).
-    p.stream_fresh = p.lanes == 1
-        && p.exact_tiling()
-        && rows_per_window > 1
-        && values.is_fresh()
-        && streams(size_of_val(input) + out_bytes);
+    p.stream = p.lanes == 1 && p.exact_tiling() && rows_per_window > 1 && streams(size_of_val(input) + out_bytes);
     // Measured on the development machine (2 threads, 2026-11-27, runs alternating in one
     // process): prefetching 2 KiB ahead took channels-last case A forward 3.85 → 3.26 ms, B 4.97
     // → 3.89, C 1.03 → 0.82, G 37.1 → 35.3 (1.5–3 KiB all gained), but E (6.4 MB input, mostly
@@ -414,9 +405,6 @@ struct Plan {
     /// Whether the kernels that can write their outputs with non-temporal stores do
     /// ([`stream`]) into a caller's buffer; set by the passes from their size.
     stream: bool,
-    /// Whether the short rows of `forward::pairs_task` stream into a fresh vector (whose pieces
-    /// the copies initialise, [`dest::Dest::stream_from`]).
-    stream_fresh: bool,
     /// A values-only forward: the indices go to a small buffer per task and are dropped.
     values_only: bool,
     /// How many bytes ahead of the window being computed the kernels that prefetch their input
@@ -450,7 +438,6 @@ impl Plan {
             isa,
             unit: isa.unit(),
             stream: false,
-            stream_fresh: false,
             values_only: false,
             prefetch: 0,
         }

@@ -5,7 +5,7 @@
 //! when `v > best || isnan(v)`. The value written is the best itself, which is the input element
 //! at the index written (the reference writes `input[arg]`: the same bits).
 
-use super::dest::{Dest, STEP};
+use super::dest::{Dest, STEP, Tally};
 use super::lane::{Lane, pick_u32, prefetch};
 use super::{Isa, Plan, RowCursor, multiversion, run_tasks, stream, taps, task_count};
 use crate::NO_INDEX;
@@ -27,14 +27,14 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
     // D (512) 0.18 → 0.19–0.25 ms, G (112) 38 → 50 ms (the row-by-row passes stream better).
     let pairs =
         p.lanes == 1 && p.exact_tiling() && (p.d.kernel, p.h.kernel, p.w.kernel) == (1, 2, 2) && p.w.output <= 32;
-    // Short rows that stream (into a caller's buffer, or a fresh vector, which the copies
-    // initialise): a few rows at a time are computed into a staging buffer and copied out.
-    let stream_pairs = pairs && (p.stream || p.stream_fresh);
+    // Short rows that stream: a few rows at a time are computed into a staging buffer and
+    // copied out here (`task` streams its own rows).
+    let stream_pairs = pairs && p.stream;
     // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`), and so
     // are the values of a values-only pass, so that the dropped indices stay in the caches.
     let step = if stream_pairs {
         stream::PAIRS_STEP_ELEMENTS.div_ceil(row_len)
-    } else if values.is_fresh() || indices.is_none() {
+    } else if !p.stream && (values.is_fresh() || indices.is_none()) {
         (STEP / (row_len * (size_of::<T>() + 4))).max(1)
     } else {
         per_task
@@ -49,39 +49,41 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
         let mut first = t * per_task;
         let mut dropped = vec![];
         let (mut staged_v, mut staged_i) = (vec![], vec![]);
+        let (mut tally_v, mut tally_i) = (Tally::default(), Tally::default());
         while values.len() > 0 {
             let n = (step * row_len).min(values.len());
             let (v, rest) = values.split_at(n);
+            let i = indices.take().map(|piece| {
+                let (i, rest_i) = piece.split_at(n);
+                indices = Some(rest_i);
+                i
+            });
             if stream_pairs {
                 // Streamed straight into the pieces (a fresh one is not zeroed first).
                 staged_v.resize(n, T::ZERO);
                 staged_i.resize(n, 0);
                 pairs_task::dispatch(p.isa, p, input, first, &mut staged_v, &mut staged_i);
-                v.stream_from(&staged_v);
-                if let Some(piece) = indices.take() {
-                    let (i, rest_i) = piece.split_at(n);
-                    indices = Some(rest_i);
-                    i.stream_from(&staged_i);
+                v.stream_from(&staged_v, &mut tally_v);
+                if let Some(i) = i {
+                    i.stream_from(&staged_i, &mut tally_i);
                 }
-                (values, first) = (rest, first + step);
-                continue;
-            }
-            let v = v.ready();
-            let i = match indices.take() {
-                Some(piece) => {
-                    let (i, rest_i) = piece.split_at(n);
-                    indices = Some(rest_i);
-                    i.ready()
-                }
-                None => {
-                    dropped.resize(n, 0);
-                    &mut dropped[..]
-                }
-            };
-            if pairs {
-                pairs_task::dispatch(p.isa, p, input, first, v, i);
+            } else if p.stream {
+                // `task` streams into the pieces itself (values only: the indices stay staged).
+                task::dispatch(p.isa, p, input, first, v, i.unwrap_or_else(|| Dest::init(&mut [])));
             } else {
-                task::dispatch(p.isa, p, input, first, v, i);
+                let v = v.ready();
+                let i = match i {
+                    Some(i) => i.ready(),
+                    None => {
+                        dropped.resize(n, 0);
+                        &mut dropped[..]
+                    }
+                };
+                if pairs {
+                    pairs_task::dispatch(p.isa, p, input, first, v, i);
+                } else {
+                    task::dispatch(p.isa, p, input, first, Dest::init(v), Dest::init(i));
+                }
             }
             (values, first) = (rest, first + step);
         }
@@ -160,43 +162,51 @@ fn pairs_chunk<T: Lane>(r0: &[T], r1: &[T], pos: u32, w: u32, v: &mut [T], i: &m
     }
 }
 
-multiversion!(task<T>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) -> ());
+multiversion!(task<T>(p: &Plan, x: &[T], first: usize, values: Dest<'_, T>, indices: Dest<'_, u32>) -> ());
 
-/// Output rows `first..` (as many as `values` holds).
+/// Output rows `first..` (as many as `values` holds). Streaming ([`Plan`]'s `stream`), `values`
+/// and `indices` (unused in a values-only pass) are written only by streaming copies, so a fresh
+/// piece is not zeroed first.
 #[inline(always)]
-fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: &mut [T], indices: &mut [u32]) {
+fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: Dest<'_, T>, indices: Dest<'_, u32>) {
     let row_len = p.out_row_len();
     let end = first + values.len() / row_len;
     let mut s = Scratch::default();
-    // Streaming: a few rows at a time are computed here (in L1), then written out past the
-    // caches ([`stream::STEP_ELEMENTS`]).
-    let step = if p.stream { stream::STEP_ELEMENTS.div_ceil(row_len) } else { 0 };
-    let (mut staged_v, mut staged_i) = (vec![T::ZERO; step * row_len], vec![0; step * row_len]);
-    let mut staged_from = first;
     let mut cursor = RowCursor::new(p, first..end);
-    while let Some(r) = cursor.advance() {
-        let rows = &cursor.rows[..];
-        if !p.stream {
+    if !p.stream {
+        let (values, indices) = (values.ready(), indices.ready());
+        while let Some(r) = cursor.advance() {
             let (v, i) =
                 (&mut values[(r - first) * row_len..][..row_len], &mut indices[(r - first) * row_len..][..row_len]);
-            row(p, x, rows, v, i, &mut s);
-            continue;
+            row(p, x, &cursor.rows, v, i, &mut s);
         }
+        return;
+    }
+    // A few rows at a time are computed here (in L1), then written out past the caches
+    // ([`stream::STEP_ELEMENTS`]).
+    let step = stream::STEP_ELEMENTS.div_ceil(row_len);
+    let (mut staged_v, mut staged_i) = (vec![T::ZERO; step * row_len], vec![0; step * row_len]);
+    let (mut values, mut indices) = (values, indices);
+    let (mut tally_v, mut tally_i) = (Tally::default(), Tally::default());
+    let mut staged_from = first;
+    while let Some(r) = cursor.advance() {
         let k = r - staged_from;
         let (v, i) = (&mut staged_v[k * row_len..][..row_len], &mut staged_i[k * row_len..][..row_len]);
-        row(p, x, rows, v, i, &mut s);
+        row(p, x, &cursor.rows, v, i, &mut s);
         if k + 1 == step || r + 1 == end {
-            let (at, n) = ((staged_from - first) * row_len, (k + 1) * row_len);
-            stream::copy(&mut values[at..][..n], &staged_v[..n]);
+            let n = (k + 1) * row_len;
+            let (v, rest) = values.split_at(n);
+            v.stream_from(&staged_v[..n], &mut tally_v);
+            values = rest;
             if !p.values_only {
-                stream::copy(&mut indices[at..][..n], &staged_i[..n]);
+                let (i, rest) = indices.split_at(n);
+                i.stream_from(&staged_i[..n], &mut tally_i);
+                indices = rest;
             }
             staged_from = r + 1;
         }
     }
-    if p.stream {
-        stream::fence();
-    }
+    stream::fence();
 }
 
 /// One output row, whose input rows are `rows`.
