@@ -243,6 +243,31 @@ mod tests {
     }
 
     #[test]
+    fn streamed_pieces_are_counted_by_their_tally() {
+        // Two vectors' pieces through one tally, alternating: each is counted whole (a count
+        // left short would have zeroed that vector again).
+        let src: Vec<u32> = (1..=10).collect();
+        let (a, (b, ())) = fresh_vec::<u32, _>(10, |da| {
+            fresh_vec::<u32, _>(10, |db| {
+                let mut tally = Tally::default();
+                for (i, (pa, pb)) in da.chunks(4).into_iter().zip(db.chunks(4)).enumerate() {
+                    let n = pa.len();
+                    pa.stream_from(&src[4 * i..][..n], &mut tally);
+                    pb.stream_from(&src[10 - 4 * i - n..][..n], &mut tally);
+                }
+                super::super::stream::fence();
+            })
+        });
+        assert_eq!(a, src);
+        assert_eq!(b, [7, 8, 9, 10, 3, 4, 5, 6, 1, 2]);
+        // Into a caller's buffer, the tally has nothing to count.
+        let mut buf = [0u32; 3];
+        Dest::init(&mut buf[..]).stream_from(&[4, 5, 6], &mut Tally::default());
+        super::super::stream::fence();
+        assert_eq!(buf, [4, 5, 6]);
+    }
+
+    #[test]
     fn init_pieces_are_the_buffer() {
         let mut buf = [7u32; 5];
         let pieces = Dest::init(&mut buf[..]).chunks(2);
