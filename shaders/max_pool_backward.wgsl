@@ -27,10 +27,12 @@ struct Gathered {
 // Sums, in output order, the gradients of the windows wd × wh × ww whose index is `pos`, from
 // +0.0 (so a lone -0.0 lands as +0.0, as PyTorch computes 0 + sum), and with `validate` counts
 // the invalid indices of the windows this element anchors.
-// - `exact` false: plain sums (the first pass), and `has_nan` set where a NaN gradient hit —
-//   a bit test on the loaded value, which no compiler may fold, unlike a test of the sum under
-//   fast math. A sum that is NaN without one came from inf + -inf. Either way the element needs
-//   the second pass; everywhere else the plain sum is the exact one.
+// - `exact` false: plain sums (the first pass), and `has_nan` set where any of the element's
+//   windows has a NaN gradient, hit or not (one test per window, no mask) — a bit test on the
+//   loaded value, which no compiler may fold, unlike a test of the sum under fast math. A sum
+//   that is NaN without one came from inf + -inf. Either way the element takes the second pass
+//   (which a NaN its windows did not pick costs, and changes nothing); everywhere else the plain
+//   sum is the exact one.
 // - `exact` true: NaN bits as PyTorch's CPU has them whatever the GPU does with NaNs — the first
 //   NaN event decides (a NaN gradient: nan_result; inf + -inf: indefinite). The second pass, run
 //   only by invocations where the first one met a NaN; or the only pass with SINGLE_PASS.
@@ -61,7 +63,7 @@ fn gather(exact: bool, validate: bool, pos: I, output_base: u32, index_base: u32
                     // branch: the two loads go out together instead of one after the other.
                     let g = grad_output[output_base + o];
                     r.acc = r.acc + select(V(0.0), g, hit);
-                    r.has_nan = r.has_nan | (hit & is_nan(g));
+                    r.has_nan = r.has_nan | is_nan(g);
                 } else if any(hit) {
                     let g = grad_output[output_base + o];
                     let g_nan = hit & is_nan(g);

@@ -62,7 +62,8 @@ struct Cell {
 
 // The cell's windows in output order, each loaded once for all its positions. `exact` and
 // `validate` as in max_pool_backward.wgsl's `gather` (validation: of the windows the cell
-// anchors; the plain pass sets `has_nan00` for the whole cell where a NaN gradient hits).
+// anchors; the plain pass sets `has_nan00` for the whole cell where any of its windows has a NaN
+// gradient).
 fn cell_sums(exact: bool, validate: bool, c: Cell) -> CellSums {
     // Separate variables: pointer arguments must name whole variables.
     var acc00 = V(0.0);
@@ -109,8 +110,9 @@ fn cell_sums(exact: bool, validate: bool, c: Cell) -> CellSums {
                     acc01 = acc01 + select(V(0.0), g, hit01);
                     acc10 = acc10 + select(V(0.0), g, hit10);
                     acc11 = acc11 + select(V(0.0), g, hit11);
-                    // One flag for the cell will do: any NaN sends it to the second pass.
-                    has_nan00 = has_nan00 | ((hit00 | hit01 | hit10 | hit11) & is_nan(g));
+                    // One flag for the cell will do, hit or not: any NaN gradient among its
+                    // windows sends it to the second pass.
+                    has_nan00 = has_nan00 | is_nan(g);
                 } else if any(hit00 | hit01 | hit10 | hit11) {
                     let g = grad_output[c.output_base + o];
                     add_hits(&acc00, &nan00, &has_nan00, hit00, g);

@@ -54,7 +54,7 @@ struct Block {
 
 // The block's windows in output order, each loaded once for all its elements. `exact` and
 // `validate` as in max_pool_backward.wgsl's `gather` (validation: of the windows the block
-// anchors; the plain pass sets `has_nan` where a NaN gradient hits).
+// anchors; the plain pass sets `has_nan0.x` where any of the block's windows has a NaN gradient).
 fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
     // Separate variables: pointer arguments must name whole variables.
     var acc0 = vec4<T>(0.0);
@@ -88,12 +88,12 @@ fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
                 if !exact {
                     // The plain pass loads every window's gradient with its index, without a
                     // branch: the two loads go out together instead of one after the other.
-                    let g = vec4<T>(grad_output[params.bases.x + o]);
-                    acc0 = acc0 + select(vec4<T>(0.0), g, hit0);
-                    acc1 = acc1 + select(vec4<T>(0.0), g, hit1);
-                    let g_nan = is_nan4(g);
-                    has_nan0 = has_nan0 | (hit0 & g_nan);
-                    has_nan1 = has_nan1 | (hit1 & g_nan);
+                    let g = grad_output[params.bases.x + o];
+                    acc0 = acc0 + select(vec4<T>(0.0), vec4<T>(g), hit0);
+                    acc1 = acc1 + select(vec4<T>(0.0), vec4<T>(g), hit1);
+                    // One flag for the block, hit or not: any NaN gradient among its windows
+                    // sends it to the second pass (one test per window, not sixteen operations).
+                    has_nan0.x = has_nan0.x | is_nan(g);
                 } else if any(hit0 | hit1) {
                     let g = vec4<T>(grad_output[params.bases.x + o]);
                     add_hits(&acc0, &nan0, &has_nan0, hit0, g);
