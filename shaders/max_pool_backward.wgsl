@@ -15,7 +15,7 @@
 @group(0) @binding(4) var<storage, read_write> invalid_count: array<atomic<u32>>;
 
 // What one invocation gathers for one element (per lane): the sum, the NaN PyTorch's CPU would
-// have, whether it has one (the plain pass: whether a NaN gradient hit, or the sum is NaN), and
+// have, whether it has one (the plain pass: whether any of its windows' gradients is NaN), and
 // the invalid indices among the windows it anchors.
 struct Gathered {
     acc: V,

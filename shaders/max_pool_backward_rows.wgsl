@@ -92,7 +92,8 @@ fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
                     acc0 = acc0 + select(vec4<T>(0.0), vec4<T>(g), hit0);
                     acc1 = acc1 + select(vec4<T>(0.0), vec4<T>(g), hit1);
                     // One flag for the block, hit or not: any NaN gradient among its windows
-                    // sends it to the second pass (one test per window, not sixteen operations).
+                    // sends it to the second pass (one test per window, not sixteen operations;
+                    // `is_nan` of the scalar: this kernel is built at lane width 1, V = T).
                     has_nan0.x = has_nan0.x | is_nan(g);
                 } else if any(hit0 | hit1) {
                     let g = vec4<T>(grad_output[params.bases.x + o]);

@@ -140,7 +140,7 @@ fn run_forward<T: Element>(g: &Geometry, input: &[T], values: Dest<T>, indices: 
     // and channels-last G 38 → 50 ms, A 4.1 → 4.5 ms: only exactly tiled channels-first windows
     // of several input rows stream.
     // Into a fresh vector too, whose pieces the streaming copies initialise (no zeroing first,
-    // [`dest::Dest::stream_from`]): case A channels-first allocating forward 6.6–7.2 → 3.6–3.8 ms,
+    // [`dest::Dest::stream_from`]): case A channels-first allocating forward 6.96–7.21 → 3.55–3.76 ms,
     // as fast as into a caller's buffer (development machine, 2-core AMD EPYC Zen 4, 2026-12-07,
     // three alternations in separate processes); case C's (the short rows of `forward::pairs_task`)
     // 0.94–1.48 → 1.00–1.16 ms, six alternations of seven, and 1.0 → 0.83 ms once the copies'
@@ -403,7 +403,7 @@ struct Plan {
     isa: Isa,
     unit: usize,
     /// Whether the kernels that can write their outputs with non-temporal stores do
-    /// ([`stream`]) into a caller's buffer; set by the passes from their size.
+    /// ([`stream`]), into a caller's buffer or a fresh vector; set by the passes from their size.
     stream: bool,
     /// A values-only forward: the indices go to a small buffer per task and are dropped.
     values_only: bool,

@@ -3,7 +3,7 @@
 //! and validates the index of every window it anchors (the window's first real element). No
 //! atomics, so the order of the additions (and therefore every bit) is the same on the CPU and
 //! the GPU. The shader adds plainly and visits the windows a second time, tracking PyTorch's NaN
-//! bits, only where a NaN turned up (a NaN gradient hit, or the sum is NaN); this mirror tracks
+//! bits, only where a NaN turned up (a NaN gradient in the windows, or a NaN sum); this mirror tracks
 //! them in its one pass ([`GradientSum`]), as the shader's `single_pass` variant does. The bits
 //! are the same: a second pass is the first pass's additions again.
 

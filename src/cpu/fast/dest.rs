@@ -1,12 +1,14 @@
 //! Where the tasks write: a caller's buffer (`forward_into`, `backward_into`), or a vector the
 //! allocating calls create without zeroing it first ([`fresh_vec`]), whose pieces each task
-//! zeroes itself just before its kernels write them ([`Dest::ready`]).
+//! zeroes itself just before its kernels write them ([`Dest::ready`]), or, in the streaming
+//! forwards, initialises by its streaming copies ([`Dest::stream_from`], counted through a
+//! [`Tally`]).
 //!
 //! `vec![0.0; n]` gets `calloc`, which hands out fresh pages for nothing but clears reused heap
 //! memory with one thread's `memset`, before any kernel runs: in a process that has freed large
 //! buffers (glibc then keeps buffers of up to 32 MiB on its heap), that was most of the cost of
 //! the small allocating calls. The kernels take `&mut [T]`, which must not point at
-//! uninitialised memory, so each task still zeroes its piece first: in parallel, and just
+//! uninitialised memory, so each task still zeroes its piece first (unless it streams): in parallel, and just
 //! before the kernels write the same lines, which then come from this core's caches. (Buffers
 //! of 32 MiB or more still come from `calloc`, see [`CALLOC_FROM`].)
 //!
@@ -181,8 +183,9 @@ const CALLOC_FROM: usize = 32 << 20;
 
 /// A vector of `n` elements that `write` writes through a fresh [`Dest`] over its spare
 /// capacity, with what `write` returned. When `write` leaves a piece without
-/// [`ready`](Dest::ready)ing it (the backward gives up on invalid indices, and the vector is
-/// dropped), the whole vector is zeroed again, readied pieces included.
+/// [`ready`](Dest::ready)ing or [streaming](Dest::stream_from) into it (the backward gives up on
+/// invalid indices, and the vector is dropped), the whole vector is zeroed again, written pieces
+/// included.
 ///
 /// Vectors of [`CALLOC_FROM`] bytes or more are zeroed by `calloc` instead, and then written as
 /// a caller's buffer (there, readied pieces keep what they were given).
@@ -203,9 +206,11 @@ pub(super) fn fresh_vec<T: Pod, R>(n: usize, write: impl FnOnce(Dest<'_, T>) -> 
     }
     // SAFETY: the first `n` elements are initialised. The pieces `write` got are disjoint parts
     // of them (split from one `&mut`, and `ready` and `stream_from` consume their piece), and
-    // each such piece initialised all of its elements and added their number to `done`: `done == n` means
-    // every element was. Otherwise the line above initialised them all. (`write` has returned,
-    // so every borrow of the spare capacity has ended, and `ready`'s counts are visible.)
+    // each such piece initialised all of its elements before their number was added to `done`
+    // (by `ready` itself, or by the `Tally` a streamed piece was counted in, when it flushed):
+    // `done == n` means every element was. Otherwise the line above initialised them all.
+    // (`write` has returned, so every borrow of the spare capacity has ended; a `Tally` borrows
+    // `done` and flushes when dropped, so every tally has flushed, and every count is visible.)
     unsafe { v.set_len(n) };
     (v, r)
 }

@@ -12,7 +12,7 @@ use crate::NO_INDEX;
 use crate::params::Axis;
 
 /// Every output row; `indices` `None`: values only (each task's indices go to a buffer of its own,
-/// a step of rows at a time, and are dropped).
+/// a step of rows at a time, or to `task`'s staging buffer when it streams, and are dropped).
 pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Option<Dest<u32>>) {
     let row_len = p.out_row_len();
     if values.len() == 0 {
@@ -30,8 +30,9 @@ pub(super) fn run<T: Lane>(p: &Plan, input: &[T], values: Dest<T>, indices: Opti
     // Short rows that stream: a few rows at a time are computed into a staging buffer and
     // copied out here (`task` streams its own rows).
     let stream_pairs = pairs && p.stream;
-    // A fresh vector's piece is zeroed and written a few rows at a time (see `dest::STEP`), and so
-    // are the values of a values-only pass, so that the dropped indices stay in the caches.
+    // Not streaming, a fresh vector's piece is zeroed and written a few rows at a time (see
+    // `dest::STEP`), and so are the values of a values-only pass, so that the dropped indices
+    // stay in the caches.
     let step = if stream_pairs {
         stream::PAIRS_STEP_ELEMENTS.div_ceil(row_len)
     } else if !p.stream && (values.is_fresh() || indices.is_none()) {
@@ -206,6 +207,7 @@ fn task<T: Lane>(p: &Plan, x: &[T], first: usize, values: Dest<'_, T>, indices: 
             staged_from = r + 1;
         }
     }
+    debug_assert!(values.len() == 0 && (p.values_only || indices.len() == 0), "every row is streamed out");
     stream::fence();
 }
 
