@@ -8,9 +8,9 @@
 //! memory with one thread's `memset`, before any kernel runs: in a process that has freed large
 //! buffers (glibc then keeps buffers of up to 32 MiB on its heap), that was most of the cost of
 //! the small allocating calls. The kernels take `&mut [T]`, which must not point at
-//! uninitialised memory, so each task still zeroes its piece first (unless it streams): in parallel, and just
-//! before the kernels write the same lines, which then come from this core's caches. (Buffers
-//! of 32 MiB or more still come from `calloc`, see [`CALLOC_FROM`].)
+//! uninitialised memory, so each task still zeroes its piece first (unless it streams): in
+//! parallel, and just before the kernels write the same lines, which then come from this core's
+//! caches. (Buffers of 32 MiB or more still come from `calloc`, see [`CALLOC_FROM`].)
 //!
 //! The soundness of [`fresh_vec`] rests on two things this module alone controls: a fresh
 //! piece can only be split (into disjoint parts) or consumed by [`Dest::ready`] or
