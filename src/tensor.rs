@@ -250,9 +250,9 @@ impl<T: TensorElement> GpuTensor<T> {
             return Err(Error::BufferUsage { what: "tensor (download)".into(), usage: "COPY_SRC".into() });
         }
         let (start, end) = self.span()?;
-        let bytes = read_bytes(ctx, &self.buffer, start, end - start).await?;
         let first = (self.offset - start) as usize;
-        Ok(bytemuck::pod_collect_to_vec(&bytes[first..first + self.len * std::mem::size_of::<T>()]))
+        let len = self.len * std::mem::size_of::<T>();
+        read_bytes(ctx, &self.buffer, start, end - start, |bytes| crate::gpu::pod_vec(&bytes[first..first + len])).await
     }
 
     /// The buffer (shared with every clone of this tensor).
@@ -477,8 +477,9 @@ impl InvalidCount {
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
             return Err(Error::BufferUsage { what: "invalid_count (read)".into(), usage: "COPY_SRC".into() });
         }
-        let bytes = read_bytes(ctx, &self.buffer, self.offset, 4).await?;
-        match u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) {
+        let count =
+            read_bytes(ctx, &self.buffer, self.offset, 4, |b| u32::from_le_bytes(b[..4].try_into().expect("4 bytes")));
+        match count.await? {
             0 => Ok(()),
             count => Err(Error::InvalidIndices { count: count as u64 }),
         }
@@ -907,8 +908,15 @@ async fn create_buffer(
     Ok(buffer)
 }
 
-/// Copies `size` bytes from `start` (both multiples of 4) into a staging buffer and maps it.
-async fn read_bytes(ctx: &Context, buffer: &wgpu::Buffer, start: u64, size: u64) -> Result<Vec<u8>> {
+/// Copies `size` bytes from `start` (both multiples of 4) into a staging buffer, maps it and
+/// hands the bytes to `take`.
+async fn read_bytes<R>(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    start: u64,
+    size: u64,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     let staging = create_buffer(ctx, "wgpool tensor readback", size, READBACK_USAGE, Scopes::Await).await?;
     let ((), submission) = ctx
         .submit_scoped(|encoder| {
@@ -916,5 +924,5 @@ async fn read_bytes(ctx: &Context, buffer: &wgpu::Buffer, start: u64, size: u64)
             Ok(())
         })
         .await?;
-    ctx.read_back::<u8>(&staging, size as usize, submission).await
+    ctx.read_back(&staging, size as usize, submission, take).await
 }

@@ -153,13 +153,16 @@ impl Context {
         }
     }
 
-    /// Maps `staging` and copies its first `len` elements out.
-    pub(crate) async fn read_back<U: bytemuck::Pod>(
+    /// Maps `staging` and hands its first `len` bytes to `take`, which copies out what it needs
+    /// (straight into the caller's vectors: one copy, not a byte vector first and then typed
+    /// ones); then unmaps it.
+    pub(crate) async fn read_back<R>(
         &self,
         staging: &wgpu::Buffer,
         len: usize,
         submission: wgpu::SubmissionIndex,
-    ) -> Result<Vec<U>> {
+        take: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let slice = staging.slice(..);
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -185,13 +188,7 @@ impl Context {
         }
         let data = {
             let view = slice.get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?;
-            let bytes = &view[..len * std::mem::size_of::<U>()];
-            // One copy, into memory nothing zeroes first (wgpu aligns mappings to
-            // `wgpu::MAP_ALIGNMENT`, 8 bytes; the fallback only guards against that changing).
-            match bytemuck::try_cast_slice::<u8, U>(bytes) {
-                Ok(elements) => elements.to_vec(),
-                Err(_) => bytemuck::pod_collect_to_vec(bytes),
-            }
+            take(&view[..len])
         };
         staging.unmap();
         Ok(data)
@@ -269,17 +266,18 @@ impl Context {
             })
             .await?;
         let staging = buffers.last().expect("the staging buffer is last");
-        let bytes = self.read_back::<u8>(staging, (val_bytes + idx_bytes) as usize, submission).await?;
+        let val_at = val_bytes as usize;
+        let outputs = self
+            .read_back(staging, (val_bytes + idx_bytes) as usize, submission, |bytes| {
+                let values: Vec<T> = pod_vec(&bytes[..n_out * elem]);
+                let indices: Vec<u32> = if with_indices { pod_vec(&bytes[val_at..val_at + n_out * 4]) } else { vec![] };
+                (values, indices)
+            })
+            .await?;
         // Only now back to the pool: the buffers of a failed call may still be in use or mapped (a
         // timeout), so they are dropped, never reused.
         self.pool.give_back(buffers);
-        let values: Vec<T> = bytemuck::pod_collect_to_vec(&bytes[..n_out * elem]);
-        let indices: Vec<u32> = if with_indices {
-            bytemuck::pod_collect_to_vec(&bytes[val_bytes as usize..val_bytes as usize + n_out * 4])
-        } else {
-            vec![]
-        };
-        Ok((values, indices))
+        Ok(outputs)
     }
 
     /// Backward pass from host slices: the input gradient, or [`Error::InvalidIndices`]. Blocking.
@@ -327,15 +325,30 @@ impl Context {
                 Ok([grad_output_buffer, indices_buffer, grad_input, staging])
             })
             .await?;
-        let bytes = self.read_back::<u8>(&buffers[3], out_bytes as usize, submission).await?;
+        let counter_at = counter_offset as usize;
+        let result = self
+            .read_back(&buffers[3], out_bytes as usize, submission, |bytes| {
+                let invalid = u32::from_le_bytes(bytes[counter_at..counter_at + 4].try_into().expect("4 bytes"));
+                // The gradient is copied out only when it is complete.
+                if invalid > 0 {
+                    Err(Error::InvalidIndices { count: invalid as u64 })
+                } else {
+                    Ok(pod_vec(&bytes[..n_in * elem]))
+                }
+            })
+            .await?;
         // See `forward_async`: only a successful call's buffers are reused.
         self.pool.give_back(buffers);
-        let invalid = u32::from_le_bytes(
-            bytes[counter_offset as usize..counter_offset as usize + 4].try_into().expect("4 bytes"),
-        );
-        if invalid > 0 {
-            return Err(Error::InvalidIndices { count: invalid as u64 });
-        }
-        Ok(bytemuck::pod_collect_to_vec(&bytes[..n_in * elem]))
+        result
+    }
+}
+
+/// `bytes` as a vector of `U`, in one copy: a cast where the bytes are aligned for `U` (wgpu
+/// aligns mappings to `wgpu::MAP_ALIGNMENT`, 8 bytes, and the regions start at multiples of 4),
+/// element by element otherwise.
+pub(crate) fn pod_vec<U: bytemuck::Pod>(bytes: &[u8]) -> Vec<U> {
+    match bytemuck::try_cast_slice::<u8, U>(bytes) {
+        Ok(elements) => elements.to_vec(),
+        Err(_) => bytemuck::pod_collect_to_vec(bytes),
     }
 }

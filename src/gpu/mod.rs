@@ -10,6 +10,7 @@ mod host;
 pub mod kernels;
 mod record;
 
+pub(crate) use host::pod_vec;
 pub use kernels::{Kernel, LaneWidth, Variant};
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use record::dispatch_size;
