@@ -1,6 +1,7 @@
 //! The host-slice level: upload, record, submit, read back.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::record::{BackwardBuffers, BufferRegion, ForwardBuffers, RecordOptions};
 use super::{Context, scope_error};
@@ -12,29 +13,93 @@ use crate::params::PoolSpec;
 /// Buffers kept between host-level calls, reused when a later call needs the same size and usage.
 #[derive(Default)]
 pub(crate) struct BufferPool {
-    free: Mutex<Vec<wgpu::Buffer>>,
+    free: Mutex<Vec<PoolBuffer>>,
 }
 
-/// Bytes of idle buffers the pool keeps at most.
-const POOL_BYTES: u64 = 256 << 20;
+/// A buffer of the pool; upload staging buffers carry the state of their map for writing.
+pub(crate) struct PoolBuffer {
+    buffer: wgpu::Buffer,
+    map: Option<Arc<AtomicU8>>,
+}
+
+/// States of an upload staging buffer's map.
+const MAP_PENDING: u8 = 0;
+const MAP_DONE: u8 = 1;
+const MAP_FAILED: u8 = 2;
+
+impl From<wgpu::Buffer> for PoolBuffer {
+    fn from(buffer: wgpu::Buffer) -> Self {
+        Self { buffer, map: None }
+    }
+}
+
+impl PoolBuffer {
+    fn mapped(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| m.load(Ordering::Acquire) == MAP_DONE)
+    }
+}
+
+/// Bytes of idle buffers the pool keeps at most: enough for every buffer of a host-level call on
+/// a 100 MB input (case A or B: input, its staging, outputs, readback; 307 MB), so that
+/// repeating such a call allocates nothing. [`Context::clear_caches`] releases them.
+const POOL_BYTES: u64 = 512 << 20;
 
 impl BufferPool {
     fn take(&self, device: &wgpu::Device, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = free.iter().position(|b| b.size() == size && b.usage() == usage) {
-            return free.swap_remove(i);
+        if let Some(i) =
+            free.iter().position(|b| b.map.is_none() && b.buffer.size() == size && b.buffer.usage() == usage)
+        {
+            return free.swap_remove(i).buffer;
         }
         drop(free);
         device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
     }
 
-    fn give_back(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
+    /// An upload staging buffer of `size` bytes, mapped for writing: a pooled one whose map (see
+    /// [`Context::remap_uploads`]) has completed, else a new one mapped at creation.
+    fn take_mapped(&self, device: &wgpu::Device, size: u64) -> PoolBuffer {
+        let fits = |b: &PoolBuffer| b.map.is_some() && b.buffer.size() == size;
+        let find = |free: &mut Vec<PoolBuffer>| {
+            // A failed map leaves its buffer unmapped, so it cannot be written: it goes.
+            free.retain(|b| b.map.as_ref().is_none_or(|m| m.load(Ordering::Acquire) != MAP_FAILED));
+            free.iter().position(|b| fits(b) && b.mapped()).map(|i| free.swap_remove(i))
+        };
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = find(&mut free) {
+            return b;
+        }
+        if free.iter().any(fits) {
+            // The map completes in the device's maintenance; another thread may not have run it.
+            drop(free);
+            let _ = device.poll(wgpu::PollType::Poll);
+            free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = find(&mut free) {
+                return b;
+            }
+        }
+        drop(free);
+        let usage = UPLOAD;
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpool upload"),
+            size,
+            usage,
+            mapped_at_creation: true,
+        });
+        PoolBuffer { buffer, map: Some(Arc::new(AtomicU8::new(MAP_DONE))) }
+    }
+
+    fn give_back(&self, buffers: Vec<PoolBuffer>) {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.extend(buffers);
         // Oldest first out, until the idle bytes fit the budget.
-        while free.iter().map(|b| b.size()).sum::<u64>() > POOL_BYTES {
-            free.remove(0);
+        let mut bytes: u64 = free.iter().map(|b| b.buffer.size()).sum();
+        let mut evict = 0;
+        while bytes > POOL_BYTES {
+            bytes -= free[evict].buffer.size();
+            evict += 1;
         }
+        free.drain(..evict);
     }
 
     pub fn clear(&self) {
@@ -54,6 +119,8 @@ const STORAGE_IN: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::B
 const STORAGE_OUT: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 const READBACK: wgpu::BufferUsages = wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
+/// Staging for uploads: written through a mapping, then copied into a storage buffer on the GPU.
+const UPLOAD: wgpu::BufferUsages = wgpu::BufferUsages::MAP_WRITE.union(wgpu::BufferUsages::COPY_SRC);
 
 fn padded_bytes(elements: usize, elem: usize) -> u64 {
     ((elements * elem) as u64).next_multiple_of(4).max(4)
@@ -73,21 +140,58 @@ impl Context {
         Ok(())
     }
 
-    fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        let buffer =
-            self.pool.take(&self.device, label, padded_bytes(data.len(), std::mem::size_of::<T>()), STORAGE_IN);
+    /// A storage buffer holding `data`, zero-padded to 4 bytes.
+    ///
+    /// On native targets the bytes go through a pooled staging buffer (returned too, for
+    /// [`Context::remap_uploads`] and the pool) and a copy recorded into `encoder`:
+    /// `queue.write_buffer` would make wgpu allocate (and the OS fault in) a new staging buffer
+    /// of the input's size on every call. In the browser, `writeBuffer` manages its own staging.
+    fn upload<T: bytemuck::Pod>(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        data: &[T],
+    ) -> Result<(wgpu::Buffer, Option<PoolBuffer>)> {
+        let size = padded_bytes(data.len(), std::mem::size_of::<T>());
+        let buffer = self.pool.take(&self.device, label, size, STORAGE_IN);
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let whole = bytes.len() / 4 * 4;
-        if whole > 0 {
-            self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
+        if cfg!(target_arch = "wasm32") {
+            let whole = bytes.len() / 4 * 4;
+            if whole > 0 {
+                self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
+            }
+            if whole < bytes.len() {
+                // An odd number of f16: the last write is padded to 4 bytes.
+                let mut tail = [0u8; 4];
+                tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+                self.queue.write_buffer(&buffer, whole as u64, &tail);
+            }
+            return Ok((buffer, None));
         }
-        if whole < bytes.len() {
-            // An odd number of f16: the last write is padded to 4 bytes.
-            let mut tail = [0u8; 4];
-            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            self.queue.write_buffer(&buffer, whole as u64, &tail);
+        let staging = self.pool.take_mapped(&self.device, size);
+        {
+            let mut view =
+                staging.buffer.slice(..).get_mapped_range_mut().map_err(|e| Error::BufferMap(e.to_string()))?;
+            let (mut head, mut tail) = view.slice(..).split_at(bytes.len());
+            head.copy_from_slice(bytes);
+            tail.fill(0);
         }
-        buffer
+        staging.buffer.unmap();
+        encoder.copy_buffer_to_buffer(&staging.buffer, 0, &buffer, 0, size);
+        Ok((buffer, Some(staging)))
+    }
+
+    /// Maps the upload staging buffers among `buffers` for writing again. The map completes with
+    /// the submission that reads them (the wait for the results runs it), so that the pool hands
+    /// them out ready to write.
+    fn remap_uploads(&self, buffers: &[PoolBuffer]) {
+        for (b, map) in buffers.iter().filter_map(|b| Some((&b.buffer, b.map.as_ref()?))) {
+            map.store(MAP_PENDING, Ordering::Release);
+            let map = map.clone();
+            b.slice(..).map_async(wgpu::MapMode::Write, move |r| {
+                map.store(if r.is_ok() { MAP_DONE } else { MAP_FAILED }, Ordering::Release);
+            });
+        }
     }
 
     fn output(&self, label: &str, bytes: u64) -> wgpu::Buffer {
@@ -244,28 +348,29 @@ impl Context {
         self.check_buffer_sizes(&[in_bytes, val_bytes + idx_bytes])?;
         let (buffers, submission) = self
             .submit_scoped(|encoder| {
-                let input_buffer = self.upload("wgpool input", input);
+                let (input_buffer, input_staging) = self.upload(encoder, "wgpool input", input)?;
                 let values = self.output("wgpool values", val_bytes);
                 let staging = self.pool.take(&self.device, "wgpool readback", val_bytes + idx_bytes, READBACK);
                 let (input_region, values_region) = ((&input_buffer).into(), (&values).into());
-                let mut buffers = vec![];
+                let mut buffers: Vec<PoolBuffer> = input_staging.into_iter().collect();
                 if with_indices {
                     let indices = self.output("wgpool indices", idx_bytes);
                     let regions =
                         ForwardBuffers { input: input_region, values: values_region, indices: (&indices).into() };
                     self.record_forward(encoder, spec, T::DTYPE, &regions, RecordOptions::default())?;
                     encoder.copy_buffer_to_buffer(&indices, 0, &staging, val_bytes, idx_bytes);
-                    buffers.push(indices);
+                    buffers.push(indices.into());
                 } else {
                     let options = RecordOptions::default();
                     self.record_forward_values(encoder, spec, T::DTYPE, input_region, values_region, options)?;
                 }
                 encoder.copy_buffer_to_buffer(&values, 0, &staging, 0, val_bytes);
-                buffers.extend([input_buffer, values, staging]);
+                buffers.extend([input_buffer, values, staging].map(PoolBuffer::from));
                 Ok(buffers)
             })
             .await?;
-        let staging = buffers.last().expect("the staging buffer is last");
+        self.remap_uploads(&buffers);
+        let staging = &buffers.last().expect("the staging buffer is last").buffer;
         let val_at = val_bytes as usize;
         let outputs = self
             .read_back(staging, (val_bytes + idx_bytes) as usize, submission, |bytes| {
@@ -310,8 +415,8 @@ impl Context {
         self.check_buffer_sizes(&[go_bytes, idx_bytes, out_bytes])?;
         let (buffers, submission) = self
             .submit_scoped(|encoder| {
-                let grad_output_buffer = self.upload("wgpool grad_output", grad_output);
-                let indices_buffer = self.upload("wgpool indices", indices);
+                let (grad_output_buffer, go_staging) = self.upload(encoder, "wgpool grad_output", grad_output)?;
+                let (indices_buffer, idx_staging) = self.upload(encoder, "wgpool indices", indices)?;
                 let grad_input = self.output("wgpool grad_input", out_bytes);
                 let staging = self.pool.take(&self.device, "wgpool readback", out_bytes, READBACK);
                 let buffers = BackwardBuffers {
@@ -322,12 +427,16 @@ impl Context {
                 };
                 self.record_backward(encoder, spec, T::DTYPE, &buffers, RecordOptions::default())?;
                 encoder.copy_buffer_to_buffer(&grad_input, 0, &staging, 0, out_bytes);
-                Ok([grad_output_buffer, indices_buffer, grad_input, staging])
+                let mut buffers =
+                    Vec::from([staging, grad_output_buffer, indices_buffer, grad_input].map(PoolBuffer::from));
+                buffers.extend(go_staging.into_iter().chain(idx_staging));
+                Ok(buffers)
             })
             .await?;
+        self.remap_uploads(&buffers);
         let counter_at = counter_offset as usize;
         let result = self
-            .read_back(&buffers[3], out_bytes as usize, submission, |bytes| {
+            .read_back(&buffers[0].buffer, out_bytes as usize, submission, |bytes| {
                 let invalid = u32::from_le_bytes(bytes[counter_at..counter_at + 4].try_into().expect("4 bytes"));
                 // The gradient is copied out only when it is complete.
                 if invalid > 0 {

@@ -221,6 +221,50 @@ fn empty_batch_gives_empty_outputs() {
     }
 }
 
+/// Host-level calls reuse their pooled buffers (the upload staging too, mapped again after each
+/// call): once warm, repeating a call allocates nothing more, and every repeat sees its own new
+/// data.
+fn repeat_host_calls<T: Element>(ctx: &Context, spec: &PoolSpec, rng: &mut Rng) {
+    let name = format!("{} {} {spec:?}", ctx.describe(), T::DTYPE.name());
+    let n = spec.input.numel().unwrap();
+    let mut objects = None;
+    for round in 0..8 {
+        let case = Case::start(ctx);
+        let input: Vec<T> = nasty_values(rng, n);
+        let want = cpu::reference::forward(spec, &input).unwrap();
+        let got = ctx.forward(spec, &input).unwrap_or_else(|e| panic!("[{name}] round {round}: forward: {e}"));
+        assert_bits_eq("values", &format!("{name} round {round}"), &got.values, &want.values);
+        assert_eq!(got.indices, want.indices, "[{name}] round {round}: indices");
+        let grad_output: Vec<T> = gradients(rng, want.values.len());
+        let got_gi = ctx.backward(spec, &grad_output, &want.indices).unwrap();
+        let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
+        assert_bits_eq("grad_input", &format!("{name} round {round}"), &got_gi, &want_gi);
+        // The first rounds may add bind groups: the pool hands out same-sized buffers in either
+        // role (gradient or indices), and the bind groups are cached per buffer.
+        if round >= 3 {
+            let now = ctx.cached_objects();
+            assert_eq!(*objects.get_or_insert(now), now, "[{name}] round {round}: cached objects grew");
+        }
+        case.pass();
+    }
+}
+
+#[test]
+fn repeated_host_calls_reuse_their_buffers_and_see_new_data() {
+    let mut rng = Rng::new(77);
+    for base in contexts() {
+        // A context of its own: the shared ones serve other tests at the same time.
+        let ctx = context_with(base, ContextOptions::default());
+        let spec = PoolSpec::new(InputShape::nchw(2, 3, 9, 11), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]));
+        repeat_host_calls::<f32>(&ctx, &spec, &mut rng);
+        if ctx.supports(DType::F16) {
+            // An odd number of f16: the upload is padded to whole words.
+            let odd = PoolSpec::new(InputShape::nchw(1, 1, 5, 7), PoolParams::new([2, 2]).ceil_mode(true));
+            repeat_host_calls::<f16>(&ctx, &odd, &mut rng);
+        }
+    }
+}
+
 #[test]
 fn tensors_above_the_binding_limit_are_split_into_chunks() {
     let mut rng = Rng::new(5);
