@@ -24,7 +24,6 @@ use crate::params::{InputShape, Layout, PoolSpec};
 /// Usages of the buffers wgpool allocates for tensors: bindable, uploadable, downloadable.
 const TENSOR_USAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
-const READBACK_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::MAP_READ.union(wgpu::BufferUsages::COPY_DST);
 /// wgpu's copy granularity (`wgpu::COPY_BUFFER_ALIGNMENT`).
 const COPY_ALIGN: u64 = wgpu::COPY_BUFFER_ALIGNMENT;
 
@@ -181,25 +180,28 @@ impl<T: TensorElement> GpuTensor<T> {
 
     /// A new tensor holding `data` (in `layout` order) in a buffer of its own.
     ///
-    /// The data is copied into wgpu's staging memory before the future completes (`data` may be
+    /// The data is copied into staging memory before the future completes (`data` may be
     /// dropped at once) and reaches the buffer ahead of any later submission on the context's
-    /// queue. The future waits only for allocation errors ([`Error::OutOfMemory`]); a wrong
+    /// queue: from 1 MiB on native targets through one of the context's pooled staging buffers
+    /// and a copy submitted at once, else through `queue.write_buffer`. The future waits only for allocation errors ([`Error::OutOfMemory`]); a wrong
     /// `data.len()` is [`Error::ShapeMismatch`].
     pub async fn upload_async(ctx: &Context, shape: InputShape, layout: Layout, data: &[T]) -> Result<Self> {
         let len = shape.numel()?;
         check_len("upload data length (elements)", len, data.len())?;
         let tensor = Self::zeros_async(ctx, shape, layout).await?;
-        tensor.write_unchecked(ctx, data);
+        tensor.write_unchecked(ctx, data)?;
         Ok(tensor)
     }
 
     /// Overwrites the tensor with `data` (in its layout's order); the buffer needs `COPY_DST`
     /// usage and the offset must be a multiple of 4.
     ///
-    /// Like [`GpuTensor::upload`], the write is staged at once and lands before the next
-    /// submission on the context's queue, so it waits for nothing. This is how a training loop
-    /// refills one input tensor step after step. An odd-length `f16` tensor gets zeros in the
-    /// 2 bytes after its last element (wgpu writes whole 4-byte words).
+    /// Like [`GpuTensor::upload`], the write is staged at once (1 MiB and more: through a pooled
+    /// staging buffer, reused from call to call) and lands before the next submission on the
+    /// context's queue, so it waits for nothing. This is how a training loop refills one input
+    /// tensor step after step. An odd-length `f16` tensor gets zeros in the 2 bytes after its
+    /// last element (wgpu writes whole 4-byte words). A staged write that the device refuses is
+    /// [`Error::OutOfMemory`] or [`Error::Device`]; a lost device, [`Error::DeviceLost`].
     pub fn write(&self, ctx: &Context, data: &[T]) -> Result<()> {
         check_len("write data length (elements)", self.len, data.len())?;
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
@@ -212,22 +214,13 @@ impl<T: TensorElement> GpuTensor<T> {
                 alignment: COPY_ALIGN,
             });
         }
-        self.write_unchecked(ctx, data);
-        Ok(())
+        self.write_unchecked(ctx, data)
     }
 
-    /// `queue.write_buffer` in whole 4-byte words: an odd `f16` tail is padded with zeros.
-    fn write_unchecked(&self, ctx: &Context, data: &[T]) {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        let whole = bytes.len() / 4 * 4;
-        if whole > 0 {
-            ctx.queue().write_buffer(&self.buffer, self.offset, &bytes[..whole]);
-        }
-        if whole < bytes.len() {
-            let mut tail = [0u8; 4];
-            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            ctx.queue().write_buffer(&self.buffer, self.offset + whole as u64, &tail);
-        }
+    /// Writes `data` at the tensor's offset in whole 4-byte words: an odd `f16` tail is padded
+    /// with zeros.
+    fn write_unchecked(&self, ctx: &Context, data: &[T]) -> Result<()> {
+        ctx.write_bytes(&self.buffer, self.offset, bytemuck::cast_slice(data))
     }
 
     /// Blocking [`GpuTensor::download_async`]: waits for the GPU (with the context's timeout).
@@ -252,7 +245,7 @@ impl<T: TensorElement> GpuTensor<T> {
         let (start, end) = self.span()?;
         let first = (self.offset - start) as usize;
         let len = self.len * std::mem::size_of::<T>();
-        read_bytes(ctx, &self.buffer, start, end - start, |bytes| crate::gpu::pod_vec(&bytes[first..first + len])).await
+        ctx.read_region(&self.buffer, start, end - start, |bytes| crate::gpu::pod_vec(&bytes[first..first + len])).await
     }
 
     /// The buffer (shared with every clone of this tensor).
@@ -478,7 +471,7 @@ impl InvalidCount {
             return Err(Error::BufferUsage { what: "invalid_count (read)".into(), usage: "COPY_SRC".into() });
         }
         let count =
-            read_bytes(ctx, &self.buffer, self.offset, 4, |b| u32::from_le_bytes(b[..4].try_into().expect("4 bytes")));
+            ctx.read_region(&self.buffer, self.offset, 4, |b| u32::from_le_bytes(b[..4].try_into().expect("4 bytes")));
         match count.await? {
             0 => Ok(()),
             count => Err(Error::InvalidIndices { count: count as u64 }),
@@ -906,23 +899,4 @@ async fn create_buffer(
         }
     }
     Ok(buffer)
-}
-
-/// Copies `size` bytes from `start` (both multiples of 4) into a staging buffer, maps it and
-/// hands the bytes to `take`.
-async fn read_bytes<R>(
-    ctx: &Context,
-    buffer: &wgpu::Buffer,
-    start: u64,
-    size: u64,
-    take: impl FnOnce(&[u8]) -> R,
-) -> Result<R> {
-    let staging = create_buffer(ctx, "wgpool tensor readback", size, READBACK_USAGE, Scopes::Await).await?;
-    let ((), submission) = ctx
-        .submit_scoped(|encoder| {
-            encoder.copy_buffer_to_buffer(buffer, start, &staging, 0, size);
-            Ok(())
-        })
-        .await?;
-    ctx.read_back(&staging, size as usize, submission, take).await
 }

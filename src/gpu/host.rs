@@ -140,12 +140,9 @@ impl Context {
         Ok(())
     }
 
-    /// A storage buffer holding `data`, zero-padded to 4 bytes.
-    ///
-    /// On native targets the bytes go through a pooled staging buffer (returned too, for
-    /// [`Context::remap_uploads`] and the pool) and a copy recorded into `encoder`:
-    /// `queue.write_buffer` would make wgpu allocate (and the OS fault in) a new staging buffer
-    /// of the input's size on every call. In the browser, `writeBuffer` manages its own staging.
+    /// A storage buffer holding `data`, zero-padded to 4 bytes, written before the commands
+    /// recorded into `encoder` after this (see [`Context::stage`]); the staging buffer comes
+    /// back too where one was used, for [`Context::remap_uploads`] and the pool.
     fn upload<T: bytemuck::Pod>(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -156,18 +153,29 @@ impl Context {
         let buffer = self.pool.take(&self.device, label, size, STORAGE_IN);
         let bytes: &[u8] = bytemuck::cast_slice(data);
         if cfg!(target_arch = "wasm32") {
-            let whole = bytes.len() / 4 * 4;
-            if whole > 0 {
-                self.queue.write_buffer(&buffer, 0, &bytes[..whole]);
-            }
-            if whole < bytes.len() {
-                // An odd number of f16: the last write is padded to 4 bytes.
-                let mut tail = [0u8; 4];
-                tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-                self.queue.write_buffer(&buffer, whole as u64, &tail);
-            }
+            self.write_words(&buffer, 0, bytes);
             return Ok((buffer, None));
         }
+        let staging = self.stage(encoder, bytes, &buffer, 0)?;
+        Ok((buffer, Some(staging)))
+    }
+
+    /// Records a copy of `bytes`, zero-padded to whole 4-byte words, into `dst` at `offset`
+    /// (a multiple of 4), through a pooled staging buffer mapped for writing.
+    ///
+    /// `queue.write_buffer` makes wgpu allocate a staging buffer on every call: on Vulkan a
+    /// memory block of its own for more than 64 MiB, which the OS then faults in, and on GL a
+    /// new GL buffer. The staging buffer returned goes to [`Context::remap_uploads`] once the
+    /// copy is submitted, then back to the pool. In the browser, `writeBuffer` manages its own
+    /// staging, so [`Context::write_words`] is used there.
+    fn stage(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        bytes: &[u8],
+        dst: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<PoolBuffer> {
+        let size = padded_bytes(bytes.len(), 1);
         let staging = self.pool.take_mapped(&self.device, size);
         {
             let mut view =
@@ -177,8 +185,80 @@ impl Context {
             tail.fill(0);
         }
         staging.buffer.unmap();
-        encoder.copy_buffer_to_buffer(&staging.buffer, 0, &buffer, 0, size);
-        Ok((buffer, Some(staging)))
+        encoder.copy_buffer_to_buffer(&staging.buffer, 0, dst, offset, size);
+        Ok(staging)
+    }
+
+    /// `queue.write_buffer` of `bytes` into `dst` at `offset`, in whole 4-byte words: a last
+    /// partial word is padded with zeros.
+    fn write_words(&self, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(dst, offset, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(dst, offset + whole as u64, &tail);
+        }
+    }
+
+    /// Writes `bytes` (zero-padded to whole words) into `dst` at `offset` (a multiple of 4)
+    /// without waiting: they land before the next submission on the queue, after every earlier
+    /// one. Large writes (see [`super::ContextOptions::staged_writes_from`]) go through a pooled
+    /// staging buffer and a submission of their own; smaller ones through `queue.write_buffer`,
+    /// which batches them into the next submission.
+    pub(crate) fn write_bytes(&self, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if bytes.len() >= self.staged_writes_from() {
+            self.check_usable()?;
+            self.check_buffer_sizes(&[padded_bytes(bytes.len(), 1)])?;
+            let (staging, _) =
+                pollster::block_on(self.submit_scoped(|encoder| self.stage(encoder, bytes, dst, offset)))?;
+            // The staging buffer goes back with its map pending; the pool hands it out again
+            // once the copy has run and the map has completed.
+            self.remap_uploads(std::slice::from_ref(&staging));
+            self.pool.give_back(vec![staging]);
+            return Ok(());
+        }
+        self.write_words(dst, offset, bytes);
+        Ok(())
+    }
+
+    /// See [`super::ContextOptions::staged_writes_from`].
+    #[cfg(not(target_arch = "wasm32"))]
+    fn staged_writes_from(&self) -> usize {
+        self.options.staged_writes_from.unwrap_or(match self.info.backend {
+            wgpu::Backend::Gl | wgpu::Backend::Metal => 1 << 20,
+            _ => 32 << 20,
+        })
+    }
+
+    /// Copies `size` bytes of `buffer` from `start` (both multiples of 4) into a pooled readback
+    /// buffer after everything submitted before, maps it and hands the bytes to `take`.
+    pub(crate) async fn read_region<R>(
+        &self,
+        buffer: &wgpu::Buffer,
+        start: u64,
+        size: u64,
+        take: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.check_usable()?;
+        self.check_buffer_sizes(&[size])?;
+        let (staging, submission) = self
+            .submit_scoped(|encoder| {
+                let staging = self.pool.take(&self.device, "wgpool readback", size, READBACK);
+                encoder.copy_buffer_to_buffer(buffer, start, &staging, 0, size);
+                Ok(staging)
+            })
+            .await?;
+        let out = self.read_back(&staging, size as usize, submission, take).await?;
+        // See `forward_host`: only a successful call's buffers are reused.
+        self.pool.give_back(vec![staging.into()]);
+        Ok(out)
     }
 
     /// Maps the upload staging buffers among `buffers` for writing again. The map completes with

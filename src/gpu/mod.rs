@@ -57,6 +57,14 @@ pub struct ContextOptions {
     /// Fill host-level output buffers with a poison pattern before every run, so that elements a
     /// kernel fails to write show up (for tests; costs a write per output).
     pub poison_outputs: bool,
+    /// [`GpuTensor::write`](crate::GpuTensor::write)s and uploads of at least this many bytes go
+    /// through one of the context's pooled staging buffers and a submission of their own;
+    /// smaller ones through `queue.write_buffer`, which allocates a staging buffer per call and
+    /// batches the copy into the next submission. `None`: 1 MiB on GL and Metal (where wgpu
+    /// creates a new buffer for each `write_buffer`), 32 MiB elsewhere (Vulkan and DX12
+    /// sub-allocate smaller staging buffers from memory blocks they keep). Ignored in the
+    /// browser, where `writeBuffer` manages its own staging.
+    pub staged_writes_from: Option<usize>,
 }
 
 impl ContextOptions {

@@ -83,6 +83,69 @@ fn tensors_round_trip_every_element_type_length_and_offset() {
     }
 }
 
+/// Writes from `ContextOptions::staged_writes_from` on go through the context's pooled staging
+/// buffers and a submission of their own: they must keep `queue.write_buffer`'s order against
+/// small writes (and, from 0 bytes, against each other), touch nothing beyond their tensor (an
+/// odd f16 tail's pad half aside), and show new data every time.
+#[test]
+fn large_writes_are_staged_in_order_and_in_place() {
+    for (base, from) in contexts().iter().flat_map(|c| [(c, 1usize << 20), (c, 0)]) {
+        let ctx = &context_with(base, wgpool::ContextOptions { staged_writes_from: Some(from), ..Default::default() });
+        let case = Case::start(ctx);
+        let name = format!("{} staged from {from} bytes", ctx.describe());
+        let mut rng = Rng::new(23);
+        // An odd number of f16 just above 1 MiB, at offset 256 of a poisoned caller buffer.
+        let len = (1 << 19) + 1;
+        let bytes = 256 + 2 * len as u64 + 4 + 256;
+        let buffer = caller_buffer(ctx, bytes.next_multiple_of(4), USAGE);
+        poison(ctx, &buffer);
+        let big =
+            GpuTensor::<f16>::from_buffer(&buffer, 256, InputShape::new(1, 1, [len]), Layout::ChannelsFirst).unwrap();
+        // A small tensor inside the big one: its writes take `queue.write_buffer`.
+        let small =
+            GpuTensor::<f16>::from_buffer(&buffer, 512, InputShape::new(1, 1, [4]), Layout::ChannelsFirst).unwrap();
+        let whole = GpuTensor::<u32>::from_buffer(
+            &buffer,
+            0,
+            InputShape::new(1, 1, [(buffer.size() / 4) as usize]),
+            Layout::ChannelsFirst,
+        )
+        .unwrap();
+        for round in 0..3 {
+            let context = format!("[{name}] round {round}");
+            let a: Vec<f16> = nasty_values(&mut rng, len);
+            let b: Vec<f16> = nasty_values(&mut rng, 4);
+            // Big then small: the small write lands last.
+            big.write(ctx, &a).unwrap();
+            small.write(ctx, &b).unwrap();
+            let mut want = a.clone();
+            want[128..132].copy_from_slice(&b);
+            assert_bits_eq("big then small", &context, &big.download(ctx).unwrap(), &want);
+            // Small then big: the big write lands last.
+            let c: Vec<f16> = nasty_values(&mut rng, 4);
+            let d: Vec<f16> = nasty_values(&mut rng, len);
+            small.write(ctx, &c).unwrap();
+            big.write(ctx, &d).unwrap();
+            assert_bits_eq("small then big", &context, &big.download(ctx).unwrap(), &d);
+            // An empty write, here into the poison before the tensor, writes nothing.
+            let empty =
+                GpuTensor::<f16>::from_buffer(&buffer, 128, InputShape::new(0, 1, [4]), Layout::ChannelsFirst).unwrap();
+            empty.write(ctx, &[]).unwrap();
+            // Around the tensor: poison, and the zero pad half after its odd last element.
+            let words = whole.download(ctx).unwrap();
+            assert!(words[..64].iter().all(|&w| w == 0x7fa5_7fa5), "{context}: before the tensor");
+            let end = (256 + 2 * len) / 4;
+            assert_eq!(words[end] >> 16, 0, "{context}: the pad half after the last element");
+            assert!(words[end + 1..].iter().all(|&w| w == 0x7fa5_7fa5), "{context}: after the tensor");
+        }
+        // A large upload into a tensor of its own, f32.
+        let f32s: Vec<f32> = nasty_values(&mut rng, (1 << 18) + 3);
+        let t = GpuTensor::upload(ctx, InputShape::new(1, 1, [f32s.len()]), Layout::ChannelsFirst, &f32s).unwrap();
+        assert_bits_eq("large upload", &name, &t.download(ctx).unwrap(), &f32s);
+        case.pass();
+    }
+}
+
 /// Forward and backward of `spec` through tensors wgpool allocates, against the CPU reference.
 fn check_allocated<T: Element>(ctx: &Context, spec: &PoolSpec, input: &[T], grad_seed: u64) {
     let case = Case::start(ctx);
