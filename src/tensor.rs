@@ -182,9 +182,9 @@ impl<T: TensorElement> GpuTensor<T> {
     ///
     /// The data is copied into staging memory before the future completes (`data` may be
     /// dropped at once) and reaches the buffer ahead of any later submission on the context's
-    /// queue: from 1 MiB on native targets through one of the context's pooled staging buffers
-    /// and a copy submitted at once, else through `queue.write_buffer`. The future waits only for allocation errors ([`Error::OutOfMemory`]); a wrong
-    /// `data.len()` is [`Error::ShapeMismatch`].
+    /// queue, as with [`GpuTensor::write`]. The future never waits for the GPU: allocation
+    /// errors are [`Error::OutOfMemory`], the errors of a staged write those of
+    /// [`GpuTensor::write`], and a wrong `data.len()` is [`Error::ShapeMismatch`].
     pub async fn upload_async(ctx: &Context, shape: InputShape, layout: Layout, data: &[T]) -> Result<Self> {
         let len = shape.numel()?;
         check_len("upload data length (elements)", len, data.len())?;
@@ -196,12 +196,19 @@ impl<T: TensorElement> GpuTensor<T> {
     /// Overwrites the tensor with `data` (in its layout's order); the buffer needs `COPY_DST`
     /// usage and the offset must be a multiple of 4.
     ///
-    /// Like [`GpuTensor::upload`], the write is staged at once (1 MiB and more: through a pooled
-    /// staging buffer, reused from call to call) and lands before the next submission on the
-    /// context's queue, so it waits for nothing. This is how a training loop refills one input
-    /// tensor step after step. An odd-length `f16` tensor gets zeros in the 2 bytes after its
-    /// last element (wgpu writes whole 4-byte words). A staged write that the device refuses is
-    /// [`Error::OutOfMemory`] or [`Error::Device`]; a lost device, [`Error::DeviceLost`].
+    /// The write is staged at once and lands before the next submission on the context's queue,
+    /// after every earlier one, so it waits for nothing. This is how a training loop refills one
+    /// input tensor step after step. From
+    /// [`ContextOptions::staged_writes_from`](crate::ContextOptions::staged_writes_from) bytes
+    /// (on native targets) the data goes through one of the context's pooled staging buffers,
+    /// reused from write to write, and a copy submitted at once; smaller writes through
+    /// `queue.write_buffer`. An odd-length `f16` tensor gets zeros in the 2 bytes after its last
+    /// element (whole 4-byte words are written).
+    ///
+    /// Errors: a lost device is [`Error::DeviceLost`]. A staged write that the device refuses is
+    /// [`Error::OutOfMemory`] or [`Error::Device`] (as is an error that wgpu reported outside
+    /// any call since the last one); errors of a `queue.write_buffer` write go to the device's
+    /// error handler.
     pub fn write(&self, ctx: &Context, data: &[T]) -> Result<()> {
         check_len("write data length (elements)", self.len, data.len())?;
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
@@ -234,7 +241,8 @@ impl<T: TensorElement> GpuTensor<T> {
     /// The copy is submitted after everything submitted before it, so it sees the results of
     /// earlier passes. On native targets the future blocks inside `device.poll` while the GPU
     /// works (up to the context's timeout, then [`Error::Timeout`]); in the browser it yields to
-    /// the event loop until `map_async` completes.
+    /// the event loop until `map_async` completes. The readback buffer is the context's, kept in
+    /// its buffer pool for the next download of that size (see [`Context::clear_caches`]).
     pub async fn download_async(&self, ctx: &Context) -> Result<Vec<T>> {
         if self.len == 0 {
             return Ok(vec![]);

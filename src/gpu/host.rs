@@ -1,6 +1,6 @@
 //! The host-slice level: upload, record, submit, read back.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::record::{BackwardBuffers, BufferRegion, ForwardBuffers, RecordOptions};
@@ -10,10 +10,13 @@ use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::params::PoolSpec;
 
-/// Buffers kept between host-level calls, reused when a later call needs the same size and usage.
+/// Buffers kept between calls (host-level passes, tensor downloads, large tensor writes), reused
+/// when a later call needs the same size and usage; oldest first out beyond [`POOL_BYTES`].
 #[derive(Default)]
 pub(crate) struct BufferPool {
     free: Mutex<Vec<PoolBuffer>>,
+    /// Buffers created by the pool, for tests of reuse.
+    created: AtomicU64,
 }
 
 /// A buffer of the pool; upload staging buffers carry the state of their map for writing.
@@ -50,9 +53,10 @@ impl BufferPool {
         if let Some(i) =
             free.iter().position(|b| b.map.is_none() && b.buffer.size() == size && b.buffer.usage() == usage)
         {
-            return free.swap_remove(i).buffer;
+            return free.remove(i).buffer;
         }
         drop(free);
+        self.created.fetch_add(1, Ordering::Relaxed);
         device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
     }
 
@@ -60,25 +64,23 @@ impl BufferPool {
     /// [`Context::remap_uploads`]) has completed, else a new one mapped at creation.
     fn take_mapped(&self, device: &wgpu::Device, size: u64) -> PoolBuffer {
         let fits = |b: &PoolBuffer| b.map.is_some() && b.buffer.size() == size;
-        let find = |free: &mut Vec<PoolBuffer>| {
+        for polled in [false, true] {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
             // A failed map leaves its buffer unmapped, so it cannot be written: it goes.
             free.retain(|b| b.map.as_ref().is_none_or(|m| m.load(Ordering::Acquire) != MAP_FAILED));
-            free.iter().position(|b| fits(b) && b.mapped()).map(|i| free.swap_remove(i))
-        };
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = find(&mut free) {
-            return b;
-        }
-        if free.iter().any(fits) {
-            // The map completes in the device's maintenance; another thread may not have run it.
-            drop(free);
-            let _ = device.poll(wgpu::PollType::Poll);
-            free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(b) = find(&mut free) {
-                return b;
+            if let Some(i) = free.iter().position(|b| fits(b) && b.mapped()) {
+                return free.remove(i);
             }
+            let pending = free.iter().any(fits);
+            drop(free);
+            if polled || !pending {
+                break;
+            }
+            // The map completes in the device's maintenance, which another thread may not have
+            // run yet.
+            let _ = device.poll(wgpu::PollType::Poll);
         }
-        drop(free);
+        self.created.fetch_add(1, Ordering::Relaxed);
         let usage = UPLOAD;
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpool upload"),
@@ -90,16 +92,22 @@ impl BufferPool {
     }
 
     fn give_back(&self, buffers: Vec<PoolBuffer>) {
+        // A buffer beyond the whole budget is not kept (nor does it push the others out).
+        let (buffers, too_large): (Vec<_>, Vec<_>) = buffers.into_iter().partition(|b| b.buffer.size() <= POOL_BYTES);
+        drop(too_large);
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         free.extend(buffers);
-        // Oldest first out, until the idle bytes fit the budget.
+        // Oldest first out (`take` keeps the order), until the idle bytes fit the budget.
         let mut bytes: u64 = free.iter().map(|b| b.buffer.size()).sum();
         let mut evict = 0;
         while bytes > POOL_BYTES {
             bytes -= free[evict].buffer.size();
             evict += 1;
         }
-        free.drain(..evict);
+        let evicted: Vec<_> = free.drain(..evict).collect();
+        // Released after the lock.
+        drop(free);
+        drop(evicted);
     }
 
     pub fn clear(&self) {
@@ -108,6 +116,12 @@ impl BufferPool {
 
     pub fn len(&self) -> usize {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Buffers created so far, and the upload staging buffers among those kept now.
+    pub fn counts(&self) -> (u64, usize) {
+        let staging = self.free.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|b| b.map.is_some()).count();
+        (self.created.load(Ordering::Relaxed), staging)
     }
 }
 
@@ -209,12 +223,12 @@ impl Context {
     /// staging buffer and a submission of their own; smaller ones through `queue.write_buffer`,
     /// which batches them into the next submission.
     pub(crate) fn write_bytes(&self, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.check_usable()?;
         if bytes.is_empty() {
             return Ok(());
         }
         #[cfg(not(target_arch = "wasm32"))]
         if bytes.len() >= self.staged_writes_from() {
-            self.check_usable()?;
             self.check_buffer_sizes(&[padded_bytes(bytes.len(), 1)])?;
             let (staging, _) =
                 pollster::block_on(self.submit_scoped(|encoder| self.stage(encoder, bytes, dst, offset)))?;
@@ -246,6 +260,7 @@ impl Context {
         size: u64,
         take: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        debug_assert!(start.is_multiple_of(4) && size.is_multiple_of(4) && size > 0, "whole words: {start}, {size}");
         self.check_usable()?;
         self.check_buffer_sizes(&[size])?;
         let (staging, submission) = self
@@ -262,8 +277,9 @@ impl Context {
     }
 
     /// Maps the upload staging buffers among `buffers` for writing again. The map completes with
-    /// the submission that reads them (the wait for the results runs it), so that the pool hands
-    /// them out ready to write.
+    /// the submission that reads them (in the first device poll after it: a host-level call's
+    /// wait for its results, or any later call's), so that the pool hands them out ready to
+    /// write.
     fn remap_uploads(&self, buffers: &[PoolBuffer]) {
         for (b, map) in buffers.iter().filter_map(|b| Some((&b.buffer, b.map.as_ref()?))) {
             map.store(MAP_PENDING, Ordering::Release);
@@ -526,7 +542,7 @@ impl Context {
                 }
             })
             .await?;
-        // See `forward_async`: only a successful call's buffers are reused.
+        // See `forward_host`: only a successful call's buffers are reused.
         self.pool.give_back(buffers);
         result
     }

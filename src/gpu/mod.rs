@@ -279,7 +279,8 @@ impl Context {
         self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
-    /// Drops cached uniform buffers, bind groups and host-level staging buffers (pipelines stay).
+    /// Drops cached uniform buffers, bind groups and the buffer pool (pipelines stay): the
+    /// buffers that host-level calls, tensor downloads and large tensor writes keep for reuse.
     pub fn clear_caches(&self) {
         self.caches.clear();
         self.pool.clear();
@@ -288,6 +289,13 @@ impl Context {
     /// The number of cached GPU objects (uniform buffers, bind groups, pooled buffers), for leak tests.
     pub fn cached_objects(&self) -> usize {
         self.caches.len() + self.pool.len()
+    }
+
+    /// Buffers the context's buffer pool has created so far, and the upload staging buffers it
+    /// keeps now (for tests of reuse).
+    #[doc(hidden)]
+    pub fn pool_counts(&self) -> (u64, usize) {
+        self.pool.counts()
     }
 
     /// The number of compiled pipelines in the cache: one per kernel variant, element type and

@@ -228,7 +228,9 @@ fn repeat_host_calls<T: Element>(ctx: &Context, spec: &PoolSpec, rng: &mut Rng) 
     let name = format!("{} {} {spec:?}", ctx.describe(), T::DTYPE.name());
     let n = spec.input.numel().unwrap();
     let mut objects = None;
-    for round in 0..8 {
+    let (_, staging_before) = ctx.pool_counts();
+    let mut created = None;
+    for round in 0..6 {
         let case = Case::start(ctx);
         let input: Vec<T> = nasty_values(rng, n);
         let want = cpu::reference::forward(spec, &input).unwrap();
@@ -239,6 +241,12 @@ fn repeat_host_calls<T: Element>(ctx: &Context, spec: &PoolSpec, rng: &mut Rng) 
         let got_gi = ctx.backward(spec, &grad_output, &want.indices).unwrap();
         let want_gi = cpu::reference::backward(spec, &grad_output, &want.indices).unwrap();
         assert_bits_eq("grad_input", &format!("{name} round {round}"), &got_gi, &want_gi);
+        let (made, staging) = ctx.pool_counts();
+        if round == 0 {
+            // One upload for the forward pass, two for the backward: each staging buffer is kept.
+            assert_eq!(staging - staging_before, 3, "[{name}] staging buffers kept after the first round");
+        }
+        assert_eq!(*created.get_or_insert(made), made, "[{name}] round {round}: the pool created buffers again");
         // The first rounds may add bind groups: the pool hands out same-sized buffers in either
         // role (gradient or indices), and the bind groups are cached per buffer.
         if round >= 3 {

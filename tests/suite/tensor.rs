@@ -111,12 +111,21 @@ fn large_writes_are_staged_in_order_and_in_place() {
             Layout::ChannelsFirst,
         )
         .unwrap();
+        let mut created = None;
         for round in 0..3 {
             let context = format!("[{name}] round {round}");
             let a: Vec<f16> = nasty_values(&mut rng, len);
             let b: Vec<f16> = nasty_values(&mut rng, 4);
             // Big then small: the small write lands last.
+            let (_, staging_before) = ctx.pool_counts();
             big.write(ctx, &a).unwrap();
+            if round == 0 {
+                assert_eq!(
+                    ctx.pool_counts().1,
+                    staging_before + 1,
+                    "{context}: the big write's staging buffer is kept"
+                );
+            }
             small.write(ctx, &b).unwrap();
             let mut want = a.clone();
             want[128..132].copy_from_slice(&b);
@@ -137,6 +146,9 @@ fn large_writes_are_staged_in_order_and_in_place() {
             let end = (256 + 2 * len) / 4;
             assert_eq!(words[end] >> 16, 0, "{context}: the pad half after the last element");
             assert!(words[end + 1..].iter().all(|&w| w == 0x7fa5_7fa5), "{context}: after the tensor");
+            // From the second round on, every staging and readback buffer comes from the pool.
+            let made = ctx.pool_counts().0;
+            assert_eq!(*created.get_or_insert(made), made, "{context}: the pool created buffers again");
         }
         // A large upload into a tensor of its own, f32.
         let f32s: Vec<f32> = nasty_values(&mut rng, (1 << 18) + 3);
