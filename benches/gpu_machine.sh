@@ -33,7 +33,7 @@ cat "$out/info.txt"
 
 echo "== correctness: GPU against the CPU reference and PyTorch golden data, every kernel variant, every adapter"
 summary=$(mktemp -d)
-WGPOOL_SUMMARY_DIR="$summary" timeout "$(left 150)" $bin/tests --test-threads 4 gpu_vs_cpu golden naga variants > "$out/tests.txt" 2>&1
+WGPOOL_SUMMARY_DIR="$summary" timeout "$(left 150)" $bin/tests --test-threads 4 gpu_vs_cpu golden naga variants tensor > "$out/tests.txt" 2>&1
 echo "GPU cases per adapter (adapter, ran, passed):" >> "$out/tests.txt"
 cat "$summary"/*.tsv >> "$out/tests.txt" 2>/dev/null
 grep -v "^test .* ok$" "$out/tests.txt" | tail -25
