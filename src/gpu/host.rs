@@ -177,9 +177,9 @@ impl Context {
     /// Records a copy of `bytes`, zero-padded to whole 4-byte words, into `dst` at `offset`
     /// (a multiple of 4), through a pooled staging buffer mapped for writing.
     ///
-    /// `queue.write_buffer` makes wgpu allocate a staging buffer on every call: on Vulkan a
-    /// memory block of its own for more than 64 MiB, which the OS then faults in, and on GL a
-    /// new GL buffer. The staging buffer returned goes to [`Context::remap_uploads`] once the
+    /// `queue.write_buffer` makes wgpu allocate a staging buffer on every call: for a large write
+    /// on Vulkan a memory block of its own, which the OS then faults in (lavapipe: 26–50 MB
+    /// cost the same either way, 100 MB three times as much), and on GL a new GL buffer. The staging buffer returned goes to [`Context::remap_uploads`] once the
     /// copy is submitted, then back to the pool. In the browser, `writeBuffer` manages its own
     /// staging, so [`Context::write_words`] is used there.
     fn stage(
