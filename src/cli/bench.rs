@@ -4,10 +4,11 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wgpool::bench::{
-    Direction, Prepared, bytes_moved, bytes_moved_values, copy_bandwidth, random_data, time_for, time_wall,
+    Direction, Prepared, TimeSource, Timing, bytes_moved, bytes_moved_values, copy_bandwidth, random_data, time_for,
+    time_wall,
 };
 use wgpool::cases::{self, BenchCase};
 use wgpool::{Context, ContextOptions, InputShape, Layout, PoolParams, PoolSpec, cpu};
@@ -260,6 +261,10 @@ pub fn run(args: Args) -> CliResult {
         "per-call overhead, 1x16x32x32 k2 forward: host level {:.3} ms (upload, pass, readback); encoder level {:.3} ms (record, submit, wait); GPU pass {:.4} ms",
         overhead.host_ms, overhead.encoder_ms, overhead.gpu_ms
     );
+    println!(
+        "first host-level call on a new geometry (1x16xHxW k3 s2 p1, pipelines compiled; median of {NEW_GEOMETRIES}): forward {:.2} ms, backward {:.2} ms",
+        overhead.first_forward_ms, overhead.first_backward_ms
+    );
     if let Some(path) = &args.json {
         let text = json(ctx.adapter_info(), copy_gbps, &rows, &overhead);
         wgpool::npy::write_file_atomic(path, text.as_bytes())?;
@@ -279,7 +284,15 @@ pub struct Overhead {
     pub encoder_ms: f64,
     /// The GPU time of the same pass, median ms.
     pub gpu_ms: f64,
+    /// `Context::forward` on a geometry the context has not seen (so it compiles the pipeline),
+    /// median ms over [`NEW_GEOMETRIES`] geometries.
+    pub first_forward_ms: f64,
+    /// `Context::backward` right after, the first on that geometry, median ms.
+    pub first_backward_ms: f64,
 }
+
+/// Geometries the first-call measurement takes.
+const NEW_GEOMETRIES: usize = 5;
 
 fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     let spec = PoolSpec::new(InputShape::nchw(1, 16, 32, 32), PoolParams::new([2, 2]));
@@ -294,7 +307,32 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     })?
     .median_ms();
     let gpu_ms = prepared.time(ctx, Direction::Forward, Duration::from_millis(20), 50)?.median_ms();
-    Ok(Overhead { host_ms, encoder_ms, gpu_ms })
+    // Odd sizes that no case uses, each new to this context: the first calls compile pipelines.
+    // The widths change from run to run (by the clock), so that the driver's on-disk shader
+    // cache (Mesa's, NVIDIA's) has most likely not seen them either: this is the first call on
+    // a shape the machine has never run.
+    let (mut first_forward, mut first_backward) = (vec![], vec![]);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let width = 41 + 2 * (nanos as usize % 1024);
+    for i in 0..NEW_GEOMETRIES {
+        let params = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+        let spec = PoolSpec::new(InputShape::nchw(1, 16, 37 + 2 * i, width), params);
+        let input: Vec<f32> = random_data(spec.input.numel()?, 5 + i as u64);
+        let start = Instant::now();
+        let pooled = ctx.forward(&spec, &input)?;
+        first_forward.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        ctx.backward(&spec, &pooled.values, &pooled.indices)?;
+        first_backward.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let median = |v: Vec<f64>| Timing { samples_ms: v, source: TimeSource::Wall }.median_ms();
+    Ok(Overhead {
+        host_ms,
+        encoder_ms,
+        gpu_ms,
+        first_forward_ms: median(first_forward),
+        first_backward_ms: median(first_backward),
+    })
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -410,10 +448,12 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
     let _ = writeln!(s, "  \"copy_gbps\": {},", json_num(Some(copy_gbps)));
     let _ = writeln!(
         s,
-        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}}},",
+        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}, \"first_forward\": {}, \"first_backward\": {}}},",
         json_num(Some(overhead.host_ms)),
         json_num(Some(overhead.encoder_ms)),
-        json_num(Some(overhead.gpu_ms))
+        json_num(Some(overhead.gpu_ms)),
+        json_num(Some(overhead.first_forward_ms)),
+        json_num(Some(overhead.first_backward_ms))
     );
     s.push_str("  \"rows\": [\n");
     for (i, r) in rows.iter().enumerate() {

@@ -1265,6 +1265,13 @@ fn cli_bench_variants_and_values_only() {
                 &row[row.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {row}")) + key.len() + 4..];
             rest[..rest.find([',', '}']).unwrap()].trim_matches('"').to_string()
         };
+        // The per-call costs, the first call on a new geometry (a pipeline compile) among them.
+        assert!(table.contains("first host-level call on a new geometry"), "[{}] {table}", dev.name());
+        let overhead = json.lines().find(|l| l.contains("\"overhead_ms\"")).expect("overhead_ms");
+        for key in ["host", "encoder", "gpu", "first_forward", "first_backward"] {
+            let ms: f64 = field(overhead, key).parse().unwrap_or_else(|e| panic!("{key}: {e} in {overhead}"));
+            assert!(ms > 0.0, "[{}] {key} in {overhead}", dev.name());
+        }
         for row in &rows {
             let (layout, dir_name) = (field(row, "layout"), field(row, "direction"));
             let values_ms = field(row, "gpu_values_ms");
