@@ -265,6 +265,10 @@ pub fn run(args: Args) -> CliResult {
         "first host-level call on a new geometry (1x16xHxW k3 s2 p1, pipelines compiled; median of {NEW_GEOMETRIES}): forward {:.2} ms, backward {:.2} ms",
         overhead.first_forward_ms, overhead.first_backward_ms
     );
+    println!(
+        "Context::prepare of {NEW_GEOMETRIES} other new geometries {:.1} ms; then their first forward + backward {:.2} ms, repeated {:.2} ms (medians)",
+        overhead.prepare_ms, overhead.prepared_first_ms, overhead.repeat_ms
+    );
     if let Some(path) = &args.json {
         let text = json(ctx.adapter_info(), copy_gbps, &rows, &overhead);
         wgpool::npy::write_file_atomic(path, text.as_bytes())?;
@@ -289,6 +293,12 @@ pub struct Overhead {
     pub first_forward_ms: f64,
     /// `Context::backward` right after, the first on that geometry, median ms.
     pub first_backward_ms: f64,
+    /// `Context::prepare` of [`NEW_GEOMETRIES`] other new geometries, ms in all.
+    pub prepare_ms: f64,
+    /// The first forward and backward on a prepared geometry, median ms of their sum.
+    pub prepared_first_ms: f64,
+    /// The same forward and backward repeated, median ms of their sum.
+    pub repeat_ms: f64,
 }
 
 /// Geometries the first-call measurement takes.
@@ -311,27 +321,44 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     // The widths change from run to run (by the clock), so that the driver's on-disk shader
     // cache (Mesa's, NVIDIA's) has most likely not seen them either: this is the first call on
     // a shape the machine has never run.
-    let (mut first_forward, mut first_backward) = (vec![], vec![]);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let width = 41 + 2 * (nanos as usize % 1024);
-    for i in 0..NEW_GEOMETRIES {
-        let params = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
-        let spec = PoolSpec::new(InputShape::nchw(1, 16, 37 + 2 * i, width), params);
-        let input: Vec<f32> = random_data(spec.input.numel()?, 5 + i as u64);
-        let start = Instant::now();
-        let pooled = ctx.forward(&spec, &input)?;
-        first_forward.push(start.elapsed().as_secs_f64() * 1e3);
-        let start = Instant::now();
-        ctx.backward(&spec, &pooled.values, &pooled.indices)?;
-        first_backward.push(start.elapsed().as_secs_f64() * 1e3);
-    }
+    let params = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    let specs: Vec<PoolSpec> = (0..2 * NEW_GEOMETRIES)
+        .map(|i| PoolSpec::new(InputShape::nchw(1, 16, 37 + 2 * i, width), params.clone()))
+        .collect();
+    // Forward and backward wall times of one call on each spec.
+    let calls = |specs: &[PoolSpec]| -> Result<(Vec<f64>, Vec<f64>), Failure> {
+        let (mut forward, mut backward) = (vec![], vec![]);
+        for (i, spec) in specs.iter().enumerate() {
+            let input: Vec<f32> = random_data(spec.input.numel()?, 5 + i as u64);
+            let start = Instant::now();
+            let pooled = ctx.forward(spec, &input)?;
+            forward.push(start.elapsed().as_secs_f64() * 1e3);
+            let start = Instant::now();
+            ctx.backward(spec, &pooled.values, &pooled.indices)?;
+            backward.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok((forward, backward))
+    };
     let median = |v: Vec<f64>| Timing { samples_ms: v, source: TimeSource::Wall }.median_ms();
+    let both = |(f, b): (Vec<f64>, Vec<f64>)| median(f.iter().zip(&b).map(|(f, b)| f + b).collect());
+    let (unprepared, others) = specs.split_at(NEW_GEOMETRIES);
+    let (first_forward, first_backward) = calls(unprepared)?;
+    let start = Instant::now();
+    ctx.prepare(others, wgpool::DType::F32)?;
+    let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
+    let prepared_first_ms = both(calls(others)?);
+    let repeat_ms = both(calls(others)?);
     Ok(Overhead {
         host_ms,
         encoder_ms,
         gpu_ms,
         first_forward_ms: median(first_forward),
         first_backward_ms: median(first_backward),
+        prepare_ms,
+        prepared_first_ms,
+        repeat_ms,
     })
 }
 
@@ -448,12 +475,15 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
     let _ = writeln!(s, "  \"copy_gbps\": {},", json_num(Some(copy_gbps)));
     let _ = writeln!(
         s,
-        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}, \"first_forward\": {}, \"first_backward\": {}}},",
+        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}, \"first_forward\": {}, \"first_backward\": {}, \"prepare\": {}, \"prepared_first\": {}, \"repeat\": {}}},",
         json_num(Some(overhead.host_ms)),
         json_num(Some(overhead.encoder_ms)),
         json_num(Some(overhead.gpu_ms)),
         json_num(Some(overhead.first_forward_ms)),
-        json_num(Some(overhead.first_backward_ms))
+        json_num(Some(overhead.first_backward_ms)),
+        json_num(Some(overhead.prepare_ms)),
+        json_num(Some(overhead.prepared_first_ms)),
+        json_num(Some(overhead.repeat_ms))
     );
     s.push_str("  \"rows\": [\n");
     for (i, r) in rows.iter().enumerate() {

@@ -110,7 +110,7 @@ impl Kernel {
         }
     }
 
-    fn is_backward(self) -> bool {
+    pub(crate) fn is_backward(self) -> bool {
         !matches!(self, Kernel::Forward | Kernel::ForwardRows | Kernel::ForwardShared | Kernel::ForwardSpan)
     }
 

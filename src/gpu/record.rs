@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::atomic::Ordering;
 
 use wgpu::util::DeviceExt;
 
@@ -549,6 +551,137 @@ impl Context {
     /// [`Context::record_backward`] picks first; as [`Context::forward_variants`].
     pub fn backward_variants(&self, spec: &PoolSpec) -> Result<Vec<Variant>> {
         Ok(self.backward_candidates(&spec.validate()?, None))
+    }
+
+    /// Compiles ahead the pipelines that forward passes (with indices) and backward passes of
+    /// `specs` in `dtype` will use, several at a time on as many threads as the machine has
+    /// cores, so that the first calls on those shapes do not pay for them.
+    ///
+    /// Pipelines are specialised to each geometry (the batch aside), and the first call on a
+    /// shape compiles its own: tens of milliseconds each on many drivers (`wgpool bench`
+    /// measures it). The variants are those that [`Context::forward_variants`] and
+    /// [`Context::backward_variants`] list first (buffers on 16-byte boundaries, as every buffer
+    /// wgpool allocates). Each is then dispatched once with nothing to do, and the call waits for
+    /// that: drivers that compile at the first dispatch (Mesa's software ones) do it here too.
+    /// At most 256 pipelines stay cached.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), wgpool::Error> {
+    /// use wgpool::{Context, DType, InputShape, PoolParams, PoolSpec};
+    /// let ctx = Context::new()?;
+    /// let specs: Vec<PoolSpec> = [224, 160, 96]
+    ///     .map(|side| PoolSpec::new(InputShape::nchw(1, 64, side, side), PoolParams::new([3, 3]).stride([2, 2])))
+    ///     .into();
+    /// ctx.prepare(&specs, DType::F32)?;
+    /// assert_eq!(ctx.cached_pipelines(), 6); // a forward and a backward pipeline per shape
+    /// # Ok(()) }
+    /// ```
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prepare(&self, specs: &[PoolSpec], dtype: DType) -> Result<()> {
+        self.prepare_passes(specs, dtype, true)
+    }
+
+    /// Like [`Context::prepare`], for values-only forward passes
+    /// ([`Context::forward_values`], [`Context::record_forward_values`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prepare_values(&self, specs: &[PoolSpec], dtype: DType) -> Result<()> {
+        self.prepare_passes(specs, dtype, false)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn prepare_passes(&self, specs: &[PoolSpec], dtype: DType, with_indices: bool) -> Result<()> {
+        self.check_usable()?;
+        self.check_dtype(dtype)?;
+        // (variant, geometry, write_indices) per pipeline, every spec checked before any work.
+        let mut jobs = vec![];
+        for spec in specs {
+            let g = spec.validate()?;
+            jobs.push((self.forward_candidates(&g, None)[0], g, with_indices));
+            if with_indices {
+                jobs.push((self.backward_candidates(&g, None)[0], g, true));
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
+        let compile = || -> Result<()> {
+            // Error scopes are per thread: each worker catches its own compilation errors.
+            let scopes = [wgpu::ErrorFilter::Internal, wgpu::ErrorFilter::Validation, wgpu::ErrorFilter::OutOfMemory]
+                .map(|filter| self.device.push_error_scope(filter));
+            while let Some((variant, g, write_indices)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                self.kernels.pipeline(&self.device, *variant, dtype, g, *write_indices);
+            }
+            for scope in scopes.into_iter().rev() {
+                if let Some(e) = pollster::block_on(scope.pop()) {
+                    return Err(super::scope_error(e));
+                }
+            }
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (1..threads).map(|_| s.spawn(compile)).collect();
+            let mine = compile();
+            workers.into_iter().try_for_each(|w| w.join().expect("a pipeline compile panicked"))?;
+            mine
+        })?;
+        self.warm_up(&jobs, dtype)
+    }
+
+    /// Runs each pipeline of `jobs` once on one workgroup with nothing to do (counts of 0, tiny
+    /// buffers) and waits: some drivers (Mesa's lavapipe and llvmpipe) compile a shader's machine
+    /// code at its first dispatch, not when the pipeline is created.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn warm_up(&self, jobs: &[(Variant, Geometry, bool)], dtype: DType) -> Result<()> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        // One buffer per storage binding (a read and a write of one buffer may not meet in a
+        // dispatch), each larger than any element the kernels declare.
+        let dummies: Vec<wgpu::Buffer> = (0..4)
+            .map(|_| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpool warm-up"),
+                    size: 256,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        let params = ParamsUniform { counts: [0; 4], bases: [0; 4], constants: super::kernels::constants(dtype) };
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("wgpool warm-up params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpool") });
+        for (variant, g, write_indices) in jobs {
+            let kernel = variant.kernel;
+            let pipeline = self.kernels.pipeline(&self.device, *variant, dtype, g, *write_indices);
+            let storage = if kernel.is_backward() { 4 } else { 3 };
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            entries.extend(dummies[..storage].iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buffer.as_entire_binding(),
+            }));
+            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpool warm-up"),
+                layout: self.kernels.bind_group_layout(kernel),
+                entries: &entries,
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry_point()),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        let submission = self.queue.submit([encoder.finish()]);
+        for scope in [internal, validation, oom] {
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(super::scope_error(e));
+            }
+        }
+        self.wait(Some(submission))
     }
 
     /// Records a backward pass into `encoder`: clears `invalid_count`, then writes every element

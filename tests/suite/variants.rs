@@ -293,6 +293,62 @@ fn unforced_passes_run_the_first_listed_variant() {
     }
 }
 
+/// `Context::prepare` compiles what the calls on those shapes then use: the calls compile
+/// nothing more, host level and tensor level, whatever the batch; bad input is a typed error that
+/// compiles nothing.
+#[test]
+fn prepared_shapes_compile_nothing_at_their_first_call() {
+    let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    let specs = [
+        PoolSpec::new(InputShape::nchw(1, 2, 9, 16), k3.clone()),
+        PoolSpec::new(InputShape::nchw(2, 4, 9, 16), k3).layout(Layout::ChannelsLast),
+        PoolSpec::new(InputShape::new(3, 5, [12]), PoolParams::new([2]).ceil_mode(true)),
+        PoolSpec::new(InputShape::new(1, 2, [4, 6, 5]), PoolParams::new([2, 2, 2])),
+    ];
+    let mut rng = Rng::new(31);
+    for base in contexts() {
+        let case = Case::start(base);
+        // A context of its own: an empty pipeline cache.
+        let ctx = context_with(base, ContextOptions::default());
+        let who = ctx.describe();
+        // Refusals first: nothing compiled.
+        let bad = PoolSpec::new(InputShape::nchw(1, 1, 8, 8), PoolParams::new([2, 2]).padding([2, 2]));
+        let refused = ctx.prepare(&[specs[0].clone(), bad], DType::F32);
+        assert!(matches!(refused, Err(Error::PaddingTooLarge { .. })), "[{who}] {refused:?}");
+        if !ctx.supports(DType::F16) {
+            assert!(matches!(ctx.prepare(&specs, DType::F16), Err(Error::MissingFeature { .. })), "[{who}]");
+        }
+        assert_eq!(ctx.cached_pipelines(), 0, "[{who}] a refused prepare compiled something");
+
+        ctx.prepare(&specs, DType::F32).unwrap();
+        assert_eq!(ctx.cached_pipelines(), 2 * specs.len(), "[{who}] a forward and a backward pipeline per shape");
+        ctx.prepare_values(&specs, DType::F32).unwrap();
+        let prepared = ctx.cached_pipelines();
+        assert_eq!(prepared, 3 * specs.len(), "[{who}] and a values-only forward");
+        for spec in &specs {
+            // Another batch: the same geometry, the same pipelines.
+            let mut spec = spec.clone();
+            spec.input.batch += 1;
+            let n = spec.input.numel().unwrap();
+            let x: Vec<f32> = nasty_values(&mut rng, n);
+            let want = cpu::reference::forward(&spec, &x).unwrap();
+            let got = ctx.forward(&spec, &x).unwrap();
+            assert_bits_eq("values", &format!("{who} {spec:?}"), &got.values, &want.values);
+            let only = ctx.forward_values(&spec, &x).unwrap();
+            assert_bits_eq("values only", &format!("{who} {spec:?}"), &only, &want.values);
+            let grad: Vec<f32> = gradients(&mut rng, want.values.len());
+            let gi = ctx.backward(&spec, &grad, &want.indices).unwrap();
+            let want_gi = cpu::reference::backward(&spec, &grad, &want.indices).unwrap();
+            assert_bits_eq("grad_input", &format!("{who} {spec:?}"), &gi, &want_gi);
+            let tensor = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &x).unwrap();
+            let pooled = ctx.forward_tensor(&spec, &tensor).unwrap();
+            ctx.backward_tensor(&spec, &pooled.values, &pooled.indices).unwrap();
+            assert_eq!(ctx.cached_pipelines(), prepared, "[{who}] {spec:?}: a call compiled a pipeline");
+        }
+        case.pass();
+    }
+}
+
 #[test]
 fn forcing_a_variant_that_does_not_apply_is_an_error_and_records_nothing() {
     let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
