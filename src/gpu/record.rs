@@ -555,7 +555,8 @@ impl Context {
 
     /// Compiles ahead the pipelines that forward passes (with indices) and backward passes of
     /// `specs` in `dtype` will use, several at a time on as many threads as the machine has
-    /// cores, so that the first calls on those shapes do not pay for them.
+    /// cores, so that the first calls on those shapes do not pay for most of that (what is left
+    /// is mainly new buffer sizes).
     ///
     /// Pipelines are specialised to each geometry (the batch aside), and the first call on a
     /// shape compiles its own: tens of milliseconds each on many drivers (`wgpool bench`
@@ -563,7 +564,8 @@ impl Context {
     /// [`Context::backward_variants`] list first (buffers on 16-byte boundaries, as every buffer
     /// wgpool allocates). Each is then dispatched once with nothing to do, and the call waits for
     /// that: drivers that compile at the first dispatch (Mesa's software ones) do it here too.
-    /// At most 256 pipelines stay cached.
+    /// At most 256 pipelines stay cached (a full cache is emptied), so preparing more than 128
+    /// shapes, or many more over time, loses the earlier ones.
     ///
     /// ```
     /// # fn main() -> Result<(), wgpool::Error> {
@@ -592,45 +594,64 @@ impl Context {
     fn prepare_passes(&self, specs: &[PoolSpec], dtype: DType, with_indices: bool) -> Result<()> {
         self.check_usable()?;
         self.check_dtype(dtype)?;
-        // (variant, geometry, write_indices) per pipeline, every spec checked before any work.
-        let mut jobs = vec![];
+        // (variant, geometry, write_indices) per pipeline, every spec checked before any work,
+        // each pipeline once (specs that differ in the batch only share theirs).
+        let mut jobs: Vec<(Variant, Geometry, bool)> = vec![];
         for spec in specs {
             let g = spec.validate()?;
-            jobs.push((self.forward_candidates(&g, None)[0], g, with_indices));
+            let mut add = |job: (Variant, Geometry, bool)| {
+                let same = |(v, h, w): &(Variant, Geometry, bool)| {
+                    (*v, h.axes, h.groups_and_lanes().1, *w) == (job.0, job.1.axes, job.1.groups_and_lanes().1, job.2)
+                };
+                if !jobs.iter().any(same) {
+                    jobs.push(job);
+                }
+            };
+            add((self.forward_candidates(&g, None)[0], g, with_indices));
             if with_indices {
-                jobs.push((self.backward_candidates(&g, None)[0], g, true));
+                add((self.backward_candidates(&g, None)[0], g, true));
             }
+        }
+        if jobs.is_empty() {
+            return Ok(());
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
-        let compile = || -> Result<()> {
+        // Each worker compiles the jobs it takes and hands back their pipelines, which the
+        // warm-up then runs (looking them up again could miss: a full cache is emptied).
+        let compile = || -> Result<Vec<(Kernel, wgpu::ComputePipeline)>> {
             // Error scopes are per thread: each worker catches its own compilation errors.
-            let scopes = [wgpu::ErrorFilter::Internal, wgpu::ErrorFilter::Validation, wgpu::ErrorFilter::OutOfMemory]
-                .map(|filter| self.device.push_error_scope(filter));
+            let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+            let mut compiled = vec![];
             while let Some((variant, g, write_indices)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                self.kernels.pipeline(&self.device, *variant, dtype, g, *write_indices);
+                compiled
+                    .push((variant.kernel, self.kernels.pipeline(&self.device, *variant, dtype, g, *write_indices)));
             }
-            for scope in scopes.into_iter().rev() {
-                if let Some(e) = pollster::block_on(scope.pop()) {
-                    return Err(super::scope_error(e));
-                }
+            // Popped innermost first, all of them, before any error returns.
+            let errors = [internal.pop(), validation.pop(), oom.pop()].map(pollster::block_on);
+            match errors.into_iter().flatten().next() {
+                Some(e) => Err(super::scope_error(e)),
+                None => Ok(compiled),
             }
-            Ok(())
         };
-        std::thread::scope(|s| {
+        let pipelines = std::thread::scope(|s| {
             let workers: Vec<_> = (1..threads).map(|_| s.spawn(compile)).collect();
-            let mine = compile();
-            workers.into_iter().try_for_each(|w| w.join().expect("a pipeline compile panicked"))?;
-            mine
+            let mut all = compile()?;
+            for worker in workers {
+                all.extend(worker.join().expect("a pipeline compile panicked")?);
+            }
+            Ok::<_, Error>(all)
         })?;
-        self.warm_up(&jobs, dtype)
+        self.warm_up(&pipelines, dtype)
     }
 
-    /// Runs each pipeline of `jobs` once on one workgroup with nothing to do (counts of 0, tiny
+    /// Runs each of `pipelines` once on one workgroup with nothing to do (counts of 0, tiny
     /// buffers) and waits: some drivers (Mesa's lavapipe and llvmpipe) compile a shader's machine
     /// code at its first dispatch, not when the pipeline is created.
     #[cfg(not(target_arch = "wasm32"))]
-    fn warm_up(&self, jobs: &[(Variant, Geometry, bool)], dtype: DType) -> Result<()> {
+    fn warm_up(&self, pipelines: &[(Kernel, wgpu::ComputePipeline)], dtype: DType) -> Result<()> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
@@ -653,9 +674,7 @@ impl Context {
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpool") });
-        for (variant, g, write_indices) in jobs {
-            let kernel = variant.kernel;
-            let pipeline = self.kernels.pipeline(&self.device, *variant, dtype, g, *write_indices);
+        for &(kernel, ref pipeline) in pipelines {
             let storage = if kernel.is_backward() { 4 } else { 3 };
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
             entries.extend(dummies[..storage].iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
@@ -671,7 +690,7 @@ impl Context {
                 label: Some(kernel.entry_point()),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(1, 1, 1);
         }

@@ -320,7 +320,18 @@ fn prepared_shapes_compile_nothing_at_their_first_call() {
         }
         assert_eq!(ctx.cached_pipelines(), 0, "[{who}] a refused prepare compiled something");
 
-        ctx.prepare(&specs, DType::F32).unwrap();
+        ctx.prepare(&[], DType::F32).unwrap();
+        assert_eq!(ctx.cached_pipelines(), 0, "[{who}] nothing to prepare");
+        // Every spec twice, the second time with another batch: the same pipelines.
+        let twice: Vec<PoolSpec> = specs
+            .iter()
+            .flat_map(|s| {
+                let mut other = s.clone();
+                other.input.batch += 2;
+                [s.clone(), other]
+            })
+            .collect();
+        ctx.prepare(&twice, DType::F32).unwrap();
         assert_eq!(ctx.cached_pipelines(), 2 * specs.len(), "[{who}] a forward and a backward pipeline per shape");
         ctx.prepare_values(&specs, DType::F32).unwrap();
         let prepared = ctx.cached_pipelines();
