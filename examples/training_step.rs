@@ -13,7 +13,7 @@
 //! ```
 
 use wgpool::wgpu;
-use wgpool::{BackwardTensors, Context, GpuTensor, InputShape, PoolParams, PoolSpec, PooledTensors};
+use wgpool::{BackwardTensors, Context, DType, GpuTensor, InputShape, PoolParams, PoolSpec, PooledTensors};
 
 const KERNELS_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -49,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x0 = pseudo_random(spec.input.numel()?, 1);
     let target = pseudo_random(out_shape.numel()?, 2);
 
-    // Everything the loop touches, allocated once.
+    // Everything the loop touches, allocated once, and wgpool's pipelines for this shape compiled
+    // before the first step rather than in it.
+    ctx.prepare(std::slice::from_ref(&spec), DType::F32)?;
     let x = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &x0)?;
     let target_t = GpuTensor::upload(&ctx, out_shape.clone(), spec.layout, &target)?;
     let grad_values = GpuTensor::<f32>::zeros(&ctx, out_shape, spec.layout)?;
