@@ -652,54 +652,42 @@ impl Context {
     /// code at its first dispatch, not when the pipeline is created.
     #[cfg(not(target_arch = "wasm32"))]
     fn warm_up(&self, pipelines: &[(Kernel, wgpu::ComputePipeline)], dtype: DType) -> Result<()> {
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
-        // One buffer per storage binding (a read and a write of one buffer may not meet in a
-        // dispatch), each larger than any element the kernels declare.
-        let dummies: Vec<wgpu::Buffer> = (0..4)
-            .map(|_| {
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgpool warm-up"),
-                    size: 256,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
+        let record = |encoder: &mut wgpu::CommandEncoder| {
+            // One buffer per storage binding (a read and a write of one buffer may not meet in a
+            // dispatch), each larger than any element the kernels declare.
+            let dummies: Vec<wgpu::Buffer> = (0..4)
+                .map(|_| {
+                    self.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgpool warm-up"),
+                        size: 256,
+                        usage: wgpu::BufferUsages::STORAGE,
+                        mapped_at_creation: false,
+                    })
                 })
-            })
-            .collect();
-        let params = ParamsUniform { counts: [0; 4], bases: [0; 4], constants: super::kernels::constants(dtype) };
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("wgpool warm-up params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpool") });
-        for &(kernel, ref pipeline) in pipelines {
-            let storage = if kernel.is_backward() { 4 } else { 3 };
-            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-            entries.extend(dummies[..storage].iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: buffer.as_entire_binding(),
-            }));
-            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("wgpool warm-up"),
-                layout: self.kernels.bind_group_layout(kernel),
-                entries: &entries,
+                .collect();
+            let params = ParamsUniform { counts: [0; 4], bases: [0; 4], constants: super::kernels::constants(dtype) };
+            let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgpool warm-up params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
             });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.entry_point()),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
-        }
-        let submission = self.queue.submit([encoder.finish()]);
-        for scope in [internal, validation, oom] {
-            if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(super::scope_error(e));
+            for (kernel, pipeline) in pipelines {
+                let storage = if kernel.is_backward() { 4 } else { 3 };
+                let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+                entries.extend(dummies[..storage].iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: buffer.as_entire_binding(),
+                }));
+                let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgpool warm-up"),
+                    layout: self.kernels.bind_group_layout(*kernel),
+                    entries: &entries,
+                });
+                self.encode_pass(encoder, *kernel, pipeline, &[(bind_group, (1, 1))], RecordOptions::default());
             }
-        }
+            Ok(())
+        };
+        let ((), submission) = pollster::block_on(self.submit_scoped(record))?;
         self.wait(Some(submission))
     }
 
