@@ -317,10 +317,10 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     })?
     .median_ms();
     let gpu_ms = prepared.time(ctx, Direction::Forward, Duration::from_millis(20), 50)?.median_ms();
-    // Odd sizes that no case uses, each new to this context: the first calls compile pipelines.
-    // The widths change from run to run (by the clock), so that the driver's on-disk shader
-    // cache (Mesa's, NVIDIA's) has most likely not seen them either: this is the first call on
-    // a shape the machine has never run.
+    // Sizes that no case uses, each new to this context: the first calls compile pipelines. The
+    // widths change from run to run (by the clock), so that the driver's on-disk shader cache
+    // (Mesa's, NVIDIA's) has most likely not seen them either: this is the first call on a shape
+    // the machine has never run.
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     // Multiples of 4, as most widths are: the row kernels apply.
     let width = 44 + 4 * (nanos as usize % 512);
