@@ -12,7 +12,9 @@
 //
 // Geometry is always three spatial axes (D, H, W); 1-D and 2-D problems arrive with unit axes in
 // front. It is given as pipeline-override constants, so every pipeline is specialised to its
-// shape: divisions by sizes become multiplications and the window loops unroll. Element
+// shape: divisions by sizes become multiplications and the window loops unroll. (A shape's first
+// calls run a generic form of max_pool_forward, _backward or _backward_tiled instead, which reads
+// them from `params.geometry`: one pipeline for every shape, compiled once.) Element
 // (group, spatial position, lane) of a tensor lives at `(group * plane + position) * LANES + lane`:
 // channels-first has one lane per (n, c) plane, channels-last has C lanes per image, so one kernel
 // serves both layouts.
@@ -54,7 +56,27 @@ override CAND_D: u32 = 1u;
 override CAND_H: u32 = 1u;
 override CAND_W: u32 = 1u;
 
-// One spatial axis (mirrors `params::Axis`).
+// True only in the generic forms of max_pool_forward, _backward and _backward_tiled (see
+// `generic_shader_source` in src/gpu/kernels.rs), where the geometry above is private variables
+// loaded from `params.geometry`: divisions by its sizes then go through the divisors' magic
+// numbers in `params.divisors` (`div_mod`), because CPU drivers split a vector division by a
+// variable into one division per lane. Specialised pipelines divide by constants, which their
+// compilers turn into multiplications themselves.
+override GENERIC: bool = false;
+
+// Slots of `params.divisors` (the host's `GENERIC_DIVISORS` lists the same, in this order).
+const DIV_LANES: u32 = 0u;
+const DIV_IN_W: u32 = 1u;
+const DIV_IN_H: u32 = 2u;
+const DIV_IN_D: u32 = 3u;
+const DIV_OUT_W: u32 = 4u;
+const DIV_OUT_H: u32 = 5u;
+const DIV_OUT_D: u32 = 6u;
+// Then the strides (D, H, W), then the dilations.
+const DIV_STRIDE: u32 = 7u;
+const DIV_DILATION: u32 = 10u;
+
+// One spatial axis (mirrors `params::Axis`), and its number (D 0, H 1, W 2) for its divisors.
 struct Axis {
     input: u32,
     output: u32,
@@ -62,16 +84,17 @@ struct Axis {
     stride: u32,
     padding: u32,
     dilation: u32,
+    number: u32,
 }
 
 fn axis_d() -> Axis {
-    return Axis(IN_D, OUT_D, K_D, S_D, P_D, DIL_D);
+    return Axis(IN_D, OUT_D, K_D, S_D, P_D, DIL_D, 0u);
 }
 fn axis_h() -> Axis {
-    return Axis(IN_H, OUT_H, K_H, S_H, P_H, DIL_H);
+    return Axis(IN_H, OUT_H, K_H, S_H, P_H, DIL_H, 1u);
 }
 fn axis_w() -> Axis {
-    return Axis(IN_W, OUT_W, K_W, S_W, P_W, DIL_W);
+    return Axis(IN_W, OUT_W, K_W, S_W, P_W, DIL_W, 2u);
 }
 
 // What changes between the chunks of one call, and the constants WGSL cannot spell.
@@ -85,6 +108,12 @@ struct Params {
     // the header's `indefinite`), z: -inf, w: unused. WGSL cannot spell -inf or NaN as literals,
     // and browsers reject even bitcast constants of them.
     constants: vec4<T>,
+    // The geometry, for the generic forms (max_pool_forward, _backward, _backward_tiled), in which
+    // the geometry constants above are private variables loaded from here (see
+    // `generic_shader_source` in src/gpu/kernels.rs). Specialised pipelines ignore it.
+    geometry: array<vec4<u32>, 6>,
+    // For the generic form: per slot (DIV_*), the magic numbers (m, l) of that divisor in x, y.
+    divisors: array<vec4<u32>, 13>,
 }
 
 const NO_INDEX: u32 = 0xffffffffu;
@@ -99,6 +128,65 @@ fn is_nan(v: V) -> B {
 // `is_nan` on four elements, whatever the lane width.
 fn is_nan4(v: vec4<T>) -> vec4<bool> {
     return (bitcast<vec4<u32>>(vec4<f32>(v)) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
+
+// The high 32 bits of a * b.
+fn mulhi(a: u32, b: u32) -> u32 {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let mid = ((a0 * b0) >> 16u) + ((a1 * b0) & 0xffffu) + ((a0 * b1) & 0xffffu);
+    return a1 * b1 + ((a1 * b0) >> 16u) + ((a0 * b1) >> 16u) + (mid >> 16u);
+}
+
+// `mulhi` per lane.
+fn mulhi_lanes(a: I, b: u32) -> I {
+    let a0 = a & I(0xffffu);
+    let a1 = a >> I(16u);
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let mid = ((a0 * b0) >> I(16u)) + ((a1 * b0) & I(0xffffu)) + ((a0 * b1) & I(0xffffu));
+    return a1 * b1 + ((a1 * b0) >> I(16u)) + ((a0 * b1) >> I(16u)) + (mid >> I(16u));
+}
+
+// x / d from d's magic numbers (m, l) (Granlund and Montgomery: l = ceil(log2 d),
+// m = floor(2^32 (2^l - d) / d) + 1), exact for every u32 x. Mirrors `kernels::magic_div`.
+fn magic_div(x: u32, magic: vec4<u32>) -> u32 {
+    let t = mulhi(x, magic.x);
+    let s = min(magic.y, 1u);
+    return (t + ((x - t) >> s)) >> (magic.y - s);
+}
+
+// `magic_div` per lane.
+fn magic_div_lanes(x: I, magic: vec4<u32>) -> I {
+    let t = mulhi_lanes(x, magic.x);
+    let s = min(magic.y, 1u);
+    return (t + ((x - t) >> I(s))) >> I(magic.y - s);
+}
+
+// (x / d, x % d) for the geometry size d in divisor slot `slot`: by the constant in a specialised
+// pipeline, through the slot's magic numbers in the generic one.
+fn div_mod(x: u32, d: u32, slot: u32) -> vec2<u32> {
+    if GENERIC {
+        let q = magic_div(x, params.divisors[slot]);
+        return vec2<u32>(q, x - q * d);
+    }
+    return vec2<u32>(x / d, x % d);
+}
+
+// `div_mod` per lane.
+struct LanesDivMod {
+    q: I,
+    r: I,
+}
+
+fn div_mod_lanes(x: I, d: u32, slot: u32) -> LanesDivMod {
+    if GENERIC {
+        let q = magic_div_lanes(x, params.divisors[slot]);
+        return LanesDivMod(q, x - q * d);
+    }
+    return LanesDivMod(x / d, x % d);
 }
 
 // Dispatches above 65,535 workgroups use a 2-D grid of workgroups.
@@ -121,8 +209,8 @@ fn window_contains(a: Axis, o: u32, i: I) -> B {
     let z = i + a.padding;
     let start = o * a.stride;
     // `rel` wraps where z < start; that lane is already false.
-    let rel = z - start;
-    return (i < I(a.input)) & (z >= I(start)) & (rel % a.dilation == I(0u)) & (rel / a.dilation < I(a.kernel));
+    let rel = div_mod_lanes(z - start, a.dilation, DIV_DILATION + a.number);
+    return (i < I(a.input)) & (z >= I(start)) & (rel.r == I(0u)) & (rel.q < I(a.kernel));
 }
 
 // `0 + g` as PyTorch's CPU backward computes it: -0.0 becomes +0.0, a NaN gets PyTorch's bits.
@@ -164,14 +252,14 @@ fn first_window(a: Axis, i: u32) -> u32 {
     let z = i + a.padding;
     let eff = a.dilation * (a.kernel - 1u) + 1u;
     if z + 1u > eff {
-        return (z + 1u - eff + a.stride - 1u) / a.stride;
+        return div_mod(z + 1u - eff + a.stride - 1u, a.stride, DIV_STRIDE + a.number).x;
     }
     return 0u;
 }
 
 // The last window whose span starts at or before input coordinate i on axis a.
 fn last_window(a: Axis, i: u32) -> u32 {
-    return min((i + a.padding) / a.stride, a.output - 1u);
+    return min(div_mod(i + a.padding, a.stride, DIV_STRIDE + a.number).x, a.output - 1u);
 }
 
 // The output windows on axis a whose span contains input coordinate i: [x, y], empty if x > y.
@@ -189,9 +277,20 @@ fn anchor(a: Axis, o: u32) -> u32 {
 fn index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
     // -1 only where the window holds padding only.
     let padding_only = !(window_has_real_tap(axis_d(), od) && window_has_real_tap(axis_h(), oh) && window_has_real_tap(axis_w(), ow));
-    let iw = index % IN_W;
-    let ih = (index / IN_W) % IN_H;
-    let id = index / (IN_W * IN_H);
+    var iw: I;
+    var ih: I;
+    var id: I;
+    if GENERIC {
+        let w = div_mod_lanes(index, IN_W, DIV_IN_W);
+        let h = div_mod_lanes(w.q, IN_H, DIV_IN_H);
+        iw = w.r;
+        ih = h.r;
+        id = h.q;
+    } else {
+        iw = index % IN_W;
+        ih = (index / IN_W) % IN_H;
+        id = index / (IN_W * IN_H);
+    }
     let inside = (index < I(IN_D * IN_H * IN_W)) & window_contains(axis_d(), od, id) & window_contains(axis_h(), oh, ih)
         & window_contains(axis_w(), ow, iw);
     return select(inside, B(padding_only), index == I(NO_INDEX));

@@ -93,14 +93,16 @@ fn max_pool_backward(
     if t >= params.counts.y {
         return;
     }
-    let lane = t % LANES;
-    var q = t / LANES;
-    let iw = q % IN_W;
-    q = q / IN_W;
-    let ih = q % IN_H;
-    q = q / IN_H;
-    let id = q % IN_D;
-    let group = q / IN_D;
+    // (Divisions by the geometry's sizes: see `div_mod`.)
+    let by_lane = div_mod(t, LANES, DIV_LANES);
+    let lane = by_lane.y;
+    let by_w = div_mod(by_lane.x, IN_W, DIV_IN_W);
+    let iw = by_w.y;
+    let by_h = div_mod(by_w.x, IN_H, DIV_IN_H);
+    let ih = by_h.y;
+    let by_d = div_mod(by_h.x, IN_D, DIV_IN_D);
+    let id = by_d.y;
+    let group = by_d.x;
     let pos = I((id * IN_H + ih) * IN_W + iw);
     let output_base = params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
     let index_base = params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;

@@ -23,14 +23,16 @@ fn max_pool_backward_tiled(
     if t >= params.counts.x {
         return;
     }
-    let lane = t % LANES;
-    var q = t / LANES;
-    let ow = q % OUT_W;
-    q = q / OUT_W;
-    let oh = q % OUT_H;
-    q = q / OUT_H;
-    let od = q % OUT_D;
-    let group = q / OUT_D;
+    // (Divisions by the geometry's sizes: see `div_mod`.)
+    let by_lane = div_mod(t, LANES, DIV_LANES);
+    let lane = by_lane.y;
+    let by_w = div_mod(by_lane.x, OUT_W, DIV_OUT_W);
+    let ow = by_w.y;
+    let by_h = div_mod(by_w.x, OUT_H, DIV_OUT_H);
+    let oh = by_h.y;
+    let by_d = div_mod(by_h.x, OUT_D, DIV_OUT_D);
+    let od = by_d.y;
+    let group = by_d.x;
     let input_base = params.bases.y + group * (IN_D * IN_H * IN_W) * LANES + lane;
 
     let index = indices[params.bases.z + t];

@@ -262,8 +262,8 @@ pub fn run(args: Args) -> CliResult {
         overhead.host_ms, overhead.encoder_ms, overhead.gpu_ms
     );
     println!(
-        "first host-level call on a new geometry (1x16xHxW k3 s2 p1, pipelines compiled; median of {NEW_GEOMETRIES}): forward {:.2} ms, backward {:.2} ms",
-        overhead.first_forward_ms, overhead.first_backward_ms
+        "first host-level call on a new geometry (1x16xHxW k3 s2 p1, generic kernels; median of {NEW_GEOMETRIES}): forward {:.2} ms, backward {:.2} ms; the second (compiles the shape's pipelines): forward {:.2} ms, backward {:.2} ms",
+        overhead.first_forward_ms, overhead.first_backward_ms, overhead.second_forward_ms, overhead.second_backward_ms
     );
     println!(
         "Context::prepare of {NEW_GEOMETRIES} other new geometries {:.1} ms (shader modules already built); then their first forward + backward {:.2} ms (new buffer sizes included), repeated {:.2} ms (medians)",
@@ -288,11 +288,16 @@ pub struct Overhead {
     pub encoder_ms: f64,
     /// The GPU time of the same pass, median ms.
     pub gpu_ms: f64,
-    /// `Context::forward` on a geometry the context has not seen (so it compiles the pipeline),
-    /// median ms over [`NEW_GEOMETRIES`] geometries.
+    /// `Context::forward` on a geometry the context has not seen (so it runs the generic
+    /// kernel, already compiled), median ms over [`NEW_GEOMETRIES`] geometries.
     pub first_forward_ms: f64,
     /// `Context::backward` right after, the first on that geometry, median ms.
     pub first_backward_ms: f64,
+    /// The second `Context::forward` on each of those geometries (it compiles the geometry's
+    /// specialised pipeline), median ms.
+    pub second_forward_ms: f64,
+    /// The second `Context::backward`, median ms.
+    pub second_backward_ms: f64,
     /// `Context::prepare` of [`NEW_GEOMETRIES`] other new geometries, ms in all.
     pub prepare_ms: f64,
     /// The first forward and backward on a prepared geometry, median ms of their sum.
@@ -308,6 +313,10 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     let spec = PoolSpec::new(InputShape::nchw(1, 16, 32, 32), PoolParams::new([2, 2]));
     let input: Vec<f32> = random_data(spec.input.numel()?, 3);
     let host_ms = time_wall(50, || ctx.forward(&spec, &input))?.median_ms();
+    // The generic kernels, compiled here if nothing compiled them before: the first calls below
+    // measure a new shape, not a new context.
+    let pooled = ctx.forward(&spec, &input)?;
+    ctx.backward(&spec, &pooled.values, &pooled.indices)?;
     let prepared = Prepared::new::<f32>(ctx, &spec, 3)?;
     let encoder_ms = time_wall(50, || {
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
@@ -346,6 +355,7 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     let both = |(f, b): (Vec<f64>, Vec<f64>)| median(f.iter().zip(&b).map(|(f, b)| f + b).collect());
     let (unprepared, others) = specs.split_at(NEW_GEOMETRIES);
     let (first_forward, first_backward) = calls(unprepared)?;
+    let (second_forward, second_backward) = calls(unprepared)?;
     let start = Instant::now();
     ctx.prepare(others, wgpool::DType::F32)?;
     let prepare_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -357,6 +367,8 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
         gpu_ms,
         first_forward_ms: median(first_forward),
         first_backward_ms: median(first_backward),
+        second_forward_ms: median(second_forward),
+        second_backward_ms: median(second_backward),
         prepare_ms,
         prepared_first_ms,
         repeat_ms,
@@ -476,12 +488,14 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
     let _ = writeln!(s, "  \"copy_gbps\": {},", json_num(Some(copy_gbps)));
     let _ = writeln!(
         s,
-        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}, \"first_forward\": {}, \"first_backward\": {}, \"prepare\": {}, \"prepared_first\": {}, \"repeat\": {}}},",
+        "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}, \"first_forward\": {}, \"first_backward\": {}, \"second_forward\": {}, \"second_backward\": {}, \"prepare\": {}, \"prepared_first\": {}, \"repeat\": {}}},",
         json_num(Some(overhead.host_ms)),
         json_num(Some(overhead.encoder_ms)),
         json_num(Some(overhead.gpu_ms)),
         json_num(Some(overhead.first_forward_ms)),
         json_num(Some(overhead.first_backward_ms)),
+        json_num(Some(overhead.second_forward_ms)),
+        json_num(Some(overhead.second_backward_ms)),
         json_num(Some(overhead.prepare_ms)),
         json_num(Some(overhead.prepared_first_ms)),
         json_num(Some(overhead.repeat_ms))

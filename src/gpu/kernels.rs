@@ -195,17 +195,38 @@ pub struct Variant {
     /// the one pass over the windows (`SINGLE_PASS`), instead of the default plain sums and a
     /// second pass where a NaN turned up. Off by default; listed for comparing the two on a GPU.
     pub single_pass: bool,
+    /// The generic form ([`Kernel::Forward`], [`Kernel::Backward`] and [`Kernel::BackwardTiled`]
+    /// only): geometry read from
+    /// the uniform instead of specialised through override constants, so that one pipeline per
+    /// element type and lane width serves every shape. What a shape's first calls run (see
+    /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls)); slower per pass
+    /// (divisions by sizes stay divisions, window loops keep their runtime trip counts).
+    pub generic: bool,
 }
 
 impl Variant {
     /// `kernel` at `width`, one row per block.
     pub fn new(kernel: Kernel, width: LaneWidth) -> Self {
-        Self { kernel, width, block_rows: 1, single_pass: false }
+        Self { kernel, width, block_rows: 1, single_pass: false, generic: false }
+    }
+
+    /// The generic form of the kernel that stands in for this one in a shape's first calls, at
+    /// the same lane width, geometry from the uniform: [`Kernel::Forward`] for the forward
+    /// kernels, [`Kernel::BackwardTiled`] for the scatters (windows that tile the input),
+    /// [`Kernel::Backward`] (which takes every geometry) for the other backward kernels.
+    pub fn generic(self) -> Self {
+        let kernel = match self.kernel {
+            Kernel::BackwardTiled | Kernel::BackwardTiledRows => Kernel::BackwardTiled,
+            k if k.is_backward() => Kernel::Backward,
+            _ => Kernel::Forward,
+        };
+        Self { generic: true, ..Self::new(kernel, self.width) }
     }
 
     /// A short name: the entry point without `max_pool_`, then `/2rows` for two-row gather
-    /// blocks, ` x4` for four channels per invocation and ` single-pass` for
-    /// [`Variant::single_pass`] (`backward_rows/2rows`, `forward x4`, `backward x4 single-pass`).
+    /// blocks, ` x4` for four channels per invocation, ` single-pass` for
+    /// [`Variant::single_pass`] and ` generic` for [`Variant::generic`] (`backward_rows/2rows`,
+    /// `forward x4`, `backward x4 single-pass`, `forward generic`).
     pub fn name(&self) -> String {
         let mut name = self.kernel.entry_point().trim_start_matches("max_pool_").to_string();
         if self.block_rows != 1 {
@@ -216,6 +237,9 @@ impl Variant {
         }
         if self.single_pass {
             name += " single-pass";
+        }
+        if self.generic {
+            name += " generic";
         }
         name
     }
@@ -230,6 +254,49 @@ impl std::fmt::Display for Variant {
 /// The complete WGSL source of `kernel` for element type `dtype` at lane width `width`: a header
 /// declaring `T` and the lane types, then `shaders/common.wgsl`, then the kernel's file.
 pub fn shader_source(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
+    let header = shader_header(kernel, dtype, width);
+    format!("{header}{COMMON_WGSL}\n{}", kernel.body())
+}
+
+/// The constants that a generic pipeline ([`Variant::generic`]) reads from `params.geometry`
+/// instead: name `i` is in `params.geometry[i / 4][i % 4]`.
+pub const GENERIC_GEOMETRY: [&str; 22] = [
+    "LANES", "CAND_D", "CAND_H", "CAND_W", "IN_D", "IN_H", "IN_W", "OUT_D", "OUT_H", "OUT_W", "K_D", "K_H", "K_W",
+    "S_D", "S_H", "S_W", "P_D", "P_H", "P_W", "DIL_D", "DIL_H", "DIL_W",
+];
+
+/// The source of the generic form of `kernel` ([`Kernel::Forward`], [`Kernel::Backward`] or
+/// [`Kernel::BackwardTiled`]):
+/// [`shader_source`] with the geometry overrides of `common.wgsl` turned into private variables
+/// that the entry point first loads from `params.geometry` ([`GENERIC_GEOMETRY`]). The kernel
+/// text is the same; only where its sizes come from changes.
+pub fn generic_shader_source(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
+    let takes = matches!(kernel, Kernel::Forward | Kernel::Backward | Kernel::BackwardTiled);
+    assert!(takes, "{} has no generic form", kernel.entry_point());
+    let mut common = String::with_capacity(COMMON_WGSL.len());
+    for line in COMMON_WGSL.lines() {
+        let name = line.strip_prefix("override ").and_then(|rest| rest.split(':').next());
+        match name {
+            Some(name) if GENERIC_GEOMETRY.contains(&name) => common += &format!("var<private> {name}: u32;\n"),
+            _ => common += &format!("{line}\n"),
+        }
+    }
+    let loads: String = GENERIC_GEOMETRY
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("    {name} = params.geometry[{}].{};\n", i / 4, ["x", "y", "z", "w"][i % 4]))
+        .collect();
+    common += &format!("fn load_geometry() {{\n{loads}}}\n");
+    // The call goes first in the entry point's body: the line after its signature's `) {`.
+    let body = kernel.body();
+    let entry = body.find(&format!("fn {}(", kernel.entry_point())).expect("the kernel's entry point");
+    let open = entry + body[entry..].find(") {\n").expect("the entry point's body") + ") {\n".len();
+    let header = shader_header(kernel, dtype, width);
+    format!("{header}{common}\n{}    load_geometry();\n{}", &body[..open], &body[open..])
+}
+
+/// What precedes `common.wgsl`: the element type, the lane types and their helpers.
+fn shader_header(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
     let element = match dtype {
         DType::F32 => "alias T = f32;\n",
         DType::F16 => "enable f16;\nalias T = f16;\n",
@@ -270,7 +337,48 @@ pub fn shader_source(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
         }
     };
     let nan_lanes = "fn indefinite() -> T { return params.constants.y; }\n";
-    format!("{element}{lanes}{reread}{nan}{nan_lanes}{COMMON_WGSL}\n{}", kernel.body())
+    format!("{element}{lanes}{reread}{nan}{nan_lanes}")
+}
+
+/// The sizes a generic pipeline divides by, in the order of the `DIV_*` slots of
+/// `shaders/common.wgsl`; `params.divisors` holds their [`magic_numbers`].
+pub const GENERIC_DIVISORS: [&str; 13] =
+    ["LANES", "IN_W", "IN_H", "IN_D", "OUT_W", "OUT_H", "OUT_D", "S_D", "S_H", "S_W", "DIL_D", "DIL_H", "DIL_W"];
+
+/// What the uniform tells a generic pipeline ([`Variant::generic`]) about `g` at lane width
+/// `width`: `params.geometry` (the values of [`GENERIC_GEOMETRY`]) and `params.divisors` (the
+/// [`magic_numbers`] of [`GENERIC_DIVISORS`]). Specialised pipelines have these as constants and
+/// ignore them.
+pub fn generic_uniform(width: LaneWidth, g: &Geometry) -> ([[u32; 4]; 6], [[u32; 4]; 13]) {
+    let mut geometry = [[0u32; 4]; 6];
+    let mut divisors = [[0u32; 4]; 13];
+    for (name, value) in override_constants(Variant::new(Kernel::Forward, width), g) {
+        if let Some(i) = GENERIC_GEOMETRY.iter().position(|n| *n == name) {
+            geometry[i / 4][i % 4] = value as u32;
+        }
+        if let Some(i) = GENERIC_DIVISORS.iter().position(|n| *n == name) {
+            let [m, l] = magic_numbers(value as u32);
+            divisors[i] = [m, l, 0, 0];
+        }
+    }
+    (geometry, divisors)
+}
+
+/// The magic numbers `[m, l]` that divide by `d` with a multiply-high, shifts and adds
+/// (Granlund and Montgomery): `l = ceil(log2 d)`, `m = floor(2^32 (2^l - d) / d) + 1`. `d` = 0
+/// (never a size) is taken as 1.
+pub fn magic_numbers(d: u32) -> [u32; 2] {
+    let d = d.max(1) as u64;
+    let l = 64 - (d - 1).leading_zeros();
+    let m = ((1u64 << 32) * ((1u64 << l) - d) / d + 1) as u32;
+    [m, l]
+}
+
+/// `x / d` from `d`'s [`magic_numbers`], as `magic_div` in `shaders/common.wgsl` computes it.
+pub fn magic_div(x: u32, [m, l]: [u32; 2]) -> u32 {
+    let t = ((x as u64 * m as u64) >> 32) as u32;
+    let s = l.min(1);
+    (t + ((x - t) >> s)) >> (l - s)
 }
 
 /// `params.constants` for `dtype`: the NaN a NaN gradient gives (used by f16), the NaN
@@ -289,8 +397,17 @@ pub fn constants(dtype: DType) -> [u32; 4] {
 
 /// The override constants that specialise `variant` to a geometry (names as in `common.wgsl`,
 /// plus the tile of the workgroup-memory kernels and the rows of the row-block gather).
+///
+/// A generic variant has only its switches here (`GENERIC`, `SINGLE_PASS`, `RANGED_TAPS`).
 pub fn override_constants(variant: Variant, g: &Geometry) -> Vec<(&'static str, f64)> {
-    let Variant { kernel, width, block_rows, single_pass } = variant;
+    let Variant { kernel, width, block_rows, single_pass, generic } = variant;
+    if generic {
+        return vec![
+            ("GENERIC", 1.0),
+            ("SINGLE_PASS", if single_pass { 1.0 } else { 0.0 }),
+            ("RANGED_TAPS", if ranged_taps(g) { 1.0 } else { 0.0 }),
+        ];
+    }
     let (_, lanes) = g.groups_and_lanes();
     let [d, h, w] = g.axes;
     let mut c = vec![("LANES", (lanes / width.get()) as f64)];
@@ -356,8 +473,17 @@ struct PipelineKey {
     dtype: DType,
     /// False for a values-only forward (`WRITE_INDICES`).
     write_indices: bool,
-    lanes: usize,
-    axes: [crate::params::Axis; 3],
+    /// Lanes and axes; `None` for a generic variant, which serves every geometry.
+    shape: Option<(usize, [crate::params::Axis; 3])>,
+    /// `RANGED_TAPS` (part of the shape, but a switch of the generic pipelines too).
+    ranged_taps: bool,
+}
+
+impl PipelineKey {
+    fn new(variant: Variant, dtype: DType, g: &Geometry, write_indices: bool) -> Self {
+        let shape = (!variant.generic).then(|| (g.groups_and_lanes().1, g.axes));
+        Self { variant, dtype, write_indices, shape, ranged_taps: ranged_taps(g) }
+    }
 }
 
 /// Shader modules per (kernel, dtype), the two bind group layouts and a cache of specialised
@@ -367,8 +493,10 @@ pub(crate) struct Kernels {
     backward_layout: wgpu::BindGroupLayout,
     forward_pipeline_layout: wgpu::PipelineLayout,
     backward_pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<(Kernel, DType, LaneWidth), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(Kernel, DType, LaneWidth, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Passes run so far, per specialised pipeline not yet compiled, in its generic stand-in.
+    generic_runs: Mutex<HashMap<PipelineKey, u32>>,
 }
 
 /// Most pipelines kept; beyond this the cache is cleared (shapes in a training loop repeat).
@@ -410,6 +538,10 @@ pub(crate) struct ParamsUniform {
     pub bases: [u32; 4],
     /// NaN for NaN gradients, NaN for `inf + -inf`, −inf (see [`constants`]).
     pub constants: [u32; 4],
+    /// The geometry for generic pipelines (see [`generic_uniform`]).
+    pub geometry: [[u32; 4]; 6],
+    /// The magic numbers of its divisors (see [`generic_uniform`]).
+    pub divisors: [[u32; 4]; 13],
 }
 
 impl Kernels {
@@ -442,6 +574,7 @@ impl Kernels {
             backward_layout,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            generic_runs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -449,17 +582,55 @@ impl Kernels {
         if kernel.is_backward() { &self.backward_layout } else { &self.forward_layout }
     }
 
-    fn module(&self, device: &wgpu::Device, kernel: Kernel, dtype: DType, width: LaneWidth) -> wgpu::ShaderModule {
+    fn module(&self, device: &wgpu::Device, variant: Variant, dtype: DType) -> wgpu::ShaderModule {
+        let Variant { kernel, width, generic, .. } = variant;
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
-            .entry((kernel, dtype, width))
+            .entry((kernel, dtype, width, generic))
             .or_insert_with(|| {
+                let source = if generic {
+                    generic_shader_source(kernel, dtype, width)
+                } else {
+                    shader_source(kernel, dtype, width)
+                };
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.entry_point()),
-                    source: wgpu::ShaderSource::Wgsl(shader_source(kernel, dtype, width).into()),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
                 })
             })
             .clone()
+    }
+
+    /// The variant a pass of `g` runs when the context picked `chosen`: `chosen` where its
+    /// pipeline is compiled or the geometry has had `generic_calls` passes already, else (one
+    /// more pass counted) its generic stand-in ([`Variant::generic`]), so that a shape seen once
+    /// compiles nothing of its own.
+    pub fn tiered(
+        &self,
+        chosen: Variant,
+        dtype: DType,
+        g: &Geometry,
+        write_indices: bool,
+        generic_calls: u32,
+    ) -> Variant {
+        if chosen.generic || generic_calls == 0 {
+            return chosen;
+        }
+        let key = PipelineKey::new(chosen, dtype, g, write_indices);
+        if self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
+            return chosen;
+        }
+        let mut runs = self.generic_runs.lock().unwrap_or_else(|e| e.into_inner());
+        if runs.len() >= PIPELINE_CACHE_LIMIT {
+            runs.clear();
+        }
+        let count = runs.entry(key).or_insert(0);
+        if *count >= generic_calls {
+            runs.remove(&key);
+            return chosen;
+        }
+        *count += 1;
+        chosen.generic()
     }
 
     /// The number of compiled pipelines in the cache.
@@ -477,13 +648,13 @@ impl Kernels {
         g: &Geometry,
         write_indices: bool,
     ) -> wgpu::ComputePipeline {
-        let Variant { kernel, width, .. } = variant;
-        let key = PipelineKey { variant, dtype, write_indices, lanes: g.groups_and_lanes().1, axes: g.axes };
+        let kernel = variant.kernel;
+        let key = PipelineKey::new(variant, dtype, g, write_indices);
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();
         }
         // Compiled outside the lock: other threads keep recording meanwhile.
-        let module = self.module(device, kernel, dtype, width);
+        let module = self.module(device, variant, dtype);
         let mut constants = override_constants(variant, g);
         if !write_indices {
             constants.push(("WRITE_INDICES", 0.0));
@@ -508,5 +679,67 @@ impl Kernels {
             pipelines.clear();
         }
         pipelines.entry(key).or_insert(pipeline).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `magic_div` (and so the shaders' division, which it mirrors) is exact for the sizes
+    /// that matter and for every x near the edges, whatever the divisor.
+    #[test]
+    fn magic_division_is_exact() {
+        let mut divisors: Vec<u32> = (1..=4100).collect();
+        divisors.extend([
+            65_535,
+            65_536,
+            65_537,
+            1 << 20,
+            (1 << 31) - 1,
+            1 << 31,
+            (1 << 31) + 1,
+            u32::MAX - 1,
+            u32::MAX,
+        ]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u32
+        };
+        for &d in &divisors {
+            let magic = magic_numbers(d);
+            let mut xs: Vec<u32> = vec![0, 1, d - 1, d, d.wrapping_add(1), u32::MAX, u32::MAX - 1, u32::MAX / d * d];
+            xs.extend((0..64).map(|_| next()));
+            xs.extend((0..16).map(|_| next() % 1_000_000));
+            for x in xs {
+                assert_eq!(magic_div(x, magic), x / d, "{x} / {d} with {magic:?}");
+            }
+        }
+    }
+
+    /// The `DIV_*` slots of `common.wgsl` are [`GENERIC_DIVISORS`] in order, and the overrides
+    /// the generic source turns into private variables are exactly [`GENERIC_GEOMETRY`].
+    #[test]
+    fn generic_slots_match_common_wgsl() {
+        let slot = |name: &str| -> u32 {
+            let line = COMMON_WGSL.lines().find(|l| l.starts_with(&format!("const {name}: u32 = "))).unwrap();
+            line.trim_end_matches("u;").rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        for (i, name) in GENERIC_DIVISORS.iter().enumerate().take(7) {
+            assert_eq!(slot(&format!("DIV_{name}")), i as u32, "{name}");
+        }
+        assert_eq!(&GENERIC_DIVISORS[7..10], ["S_D", "S_H", "S_W"]);
+        assert_eq!(slot("DIV_STRIDE"), 7);
+        assert_eq!(&GENERIC_DIVISORS[10..], ["DIL_D", "DIL_H", "DIL_W"]);
+        assert_eq!(slot("DIV_DILATION"), 10);
+        let source = generic_shader_source(Kernel::Backward, DType::F32, LaneWidth::One);
+        for name in GENERIC_GEOMETRY {
+            assert!(source.contains(&format!("var<private> {name}: u32;")), "{name}");
+            assert!(!source.contains(&format!("override {name}:")), "{name}");
+        }
+        assert!(source.contains("override GENERIC: bool"));
     }
 }

@@ -65,7 +65,20 @@ pub struct ContextOptions {
     /// sub-allocate smaller staging buffers from memory blocks they keep). Ignored in the
     /// browser, where `writeBuffer` manages its own staging.
     pub staged_writes_from: Option<usize>,
+    /// How many passes on a shape whose pipeline is not compiled yet run the generic kernel
+    /// ([`Variant::generic`](kernels::Variant::generic): geometry from the uniform, one pipeline
+    /// per element type and lane width for every shape) before the pass that compiles the
+    /// shape's own, specialised pipeline. `None`: [`DEFAULT_GENERIC_CALLS`]. `Some(0)`: every
+    /// shape compiles its pipeline at its first pass. Shapes made ready with
+    /// [`Context::prepare`] and forced variants ([`RecordOptions::variant`]) skip the generic
+    /// kernel.
+    pub generic_calls: Option<u32>,
 }
+
+/// [`ContextOptions::generic_calls`] by default: a shape's first pass runs the generic kernel,
+/// its second compiles its own pipeline. A shape seen once (input sizes that keep changing)
+/// compiles nothing; one seen often pays its compile at its second call instead of its first.
+pub const DEFAULT_GENERIC_CALLS: u32 = 1;
 
 impl ContextOptions {
     fn resolved_backends(&self) -> wgpu::Backends {

@@ -290,7 +290,7 @@ impl Context {
     fn forward_candidates(&self, g: &Geometry, tensors: Option<&[TensorArg<'_>]>) -> Vec<Variant> {
         let one = |kernel| Variant::new(kernel, LaneWidth::One);
         if self.options.scalar_only {
-            return vec![one(Kernel::Forward)];
+            return Self::with_generic(vec![one(Kernel::Forward)]);
         }
         let shared = Self::shared_applies(g, true);
         let tiles_first = self.options.workgroup_tiles;
@@ -310,6 +310,17 @@ impl Context {
         if shared && !tiles_first {
             list.push(one(Kernel::ForwardShared));
         }
+        Self::with_generic(list)
+    }
+
+    /// `list` and then the generic forms of its first entry's stand-in, four channels first
+    /// where those apply: what a shape's first calls run (listed for tests and comparisons).
+    fn with_generic(mut list: Vec<Variant>) -> Vec<Variant> {
+        let stand_in = list[0].generic();
+        if stand_in.width == LaneWidth::Four {
+            list.push(stand_in);
+        }
+        list.push(Variant { width: LaneWidth::One, ..stand_in });
         list
     }
 
@@ -326,7 +337,7 @@ impl Context {
         let four = |kernel| Variant::new(kernel, LaneWidth::Four);
         let tiles = g.tiles();
         if self.options.scalar_only {
-            return vec![one(if tiles { Kernel::BackwardTiled } else { Kernel::Backward })];
+            return Self::with_generic(vec![one(if tiles { Kernel::BackwardTiled } else { Kernel::Backward })]);
         }
         let four_lanes = Self::four_lanes(g, tensors);
         let shared = Self::shared_applies(g, false);
@@ -360,7 +371,18 @@ impl Context {
         if shared && !tiles_first {
             list.push(one(Kernel::BackwardShared));
         }
-        list
+        Self::with_generic(list)
+    }
+
+    /// What a pass runs: a forced variant as it is, else `chosen` or, in a shape's first
+    /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls) passes while its
+    /// pipeline is not compiled, `chosen`'s generic stand-in.
+    fn tiered(&self, chosen: Variant, forced: bool, dtype: DType, g: &Geometry, write_indices: bool) -> Variant {
+        if forced {
+            return chosen;
+        }
+        let generic_calls = self.options.generic_calls.unwrap_or(super::DEFAULT_GENERIC_CALLS);
+        self.kernels.tiered(chosen, dtype, g, write_indices, generic_calls)
     }
 
     /// `options.variant` if it is among `candidates`, else the first candidate.
@@ -493,6 +515,7 @@ impl Context {
         if groups == 0 {
             return Ok(());
         }
+        let variant = self.tiered(variant, options.variant.is_some(), dtype, &g, indices.is_some());
         let chunks = self.plan(&g, &tensors)?;
         let Variant { kernel, width, .. } = variant;
         let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, true) } else { None };
@@ -500,6 +523,7 @@ impl Context {
         let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };
         let w = items[1];
         let pipeline = self.kernels.pipeline(&self.device, variant, dtype, &g, indices.is_some());
+        let (geometry, divisors) = super::kernels::generic_uniform(width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_in, base_in) = self.binding(&tensors[0], chunk, items[0]);
@@ -516,6 +540,8 @@ impl Context {
                 counts: [tiles.unwrap_or(outputs) as u32, (chunk.groups as u64 * in_group / items[0]) as u32, 0, 0],
                 bases: [base_in, base_val, base_idx, 0],
                 constants: super::kernels::constants(dtype),
+                geometry,
+                divisors,
             };
             let bind_group = self.bind_group(kernel, params, vec![b_in, b_val, b_idx]);
             let max = self.limits.max_compute_workgroups_per_dimension;
@@ -540,7 +566,7 @@ impl Context {
     /// let ctx = Context::new()?;
     /// let spec = PoolSpec::new(InputShape::nchw(1, 2, 8, 8), PoolParams::new([2, 2]));
     /// let names: Vec<String> = ctx.forward_variants(&spec)?.iter().map(|v| v.name()).collect();
-    /// assert_eq!(names, ["forward_rows", "forward"]);
+    /// assert_eq!(names, ["forward_rows", "forward", "forward generic"]);
     /// # Ok(()) }
     /// ```
     pub fn forward_variants(&self, spec: &PoolSpec) -> Result<Vec<Variant>> {
@@ -665,7 +691,13 @@ impl Context {
                     })
                 })
                 .collect();
-            let params = ParamsUniform { counts: [0; 4], bases: [0; 4], constants: super::kernels::constants(dtype) };
+            let params = ParamsUniform {
+                counts: [0; 4],
+                bases: [0; 4],
+                constants: super::kernels::constants(dtype),
+                geometry: [[0; 4]; 6],
+                divisors: [[0; 4]; 13],
+            };
             let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("wgpool warm-up params"),
                 contents: bytemuck::bytes_of(&params),
@@ -741,11 +773,13 @@ impl Context {
             encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
             return Ok(());
         }
+        let variant = self.tiered(variant, options.variant.is_some(), dtype, &g, true);
         let chunks = self.plan(&g, &tensors)?;
         let Variant { kernel, width, block_rows, .. } = variant;
         let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, false) } else { None };
         let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };
         let pipeline = self.kernels.pipeline(&self.device, variant, dtype, &g, true);
+        let (geometry, divisors) = super::kernels::generic_uniform(width, &g);
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_go, base_go) = self.binding(&tensors[0], chunk, items[0]);
@@ -766,6 +800,8 @@ impl Context {
                 counts: [outputs as u32, inputs as u32, 0, 0],
                 bases: [base_go, base_gi, base_idx, base_cnt],
                 constants: super::kernels::constants(dtype),
+                geometry,
+                divisors,
             };
             let max = self.limits.max_compute_workgroups_per_dimension;
             let bind_group;

@@ -1269,7 +1269,18 @@ fn cli_bench_variants_and_values_only() {
         assert!(table.contains("first host-level call on a new geometry"), "[{}] {table}", dev.name());
         let overhead = json.lines().find(|l| l.contains("\"overhead_ms\"")).expect("overhead_ms");
         assert!(table.contains("Context::prepare of"), "[{}] {table}", dev.name());
-        let keys = ["host", "encoder", "gpu", "first_forward", "first_backward", "prepare", "prepared_first", "repeat"];
+        let keys = [
+            "host",
+            "encoder",
+            "gpu",
+            "first_forward",
+            "first_backward",
+            "second_forward",
+            "second_backward",
+            "prepare",
+            "prepared_first",
+            "repeat",
+        ];
         for key in keys {
             let ms: f64 = field(overhead, key).parse().unwrap_or_else(|e| panic!("{key}: {e} in {overhead}"));
             assert!(ms > 0.0, "[{}] {key} in {overhead}", dev.name());

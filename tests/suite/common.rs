@@ -27,7 +27,9 @@ pub fn assert_bits_eq<T: Element>(what: &str, context: &str, got: &[T], want: &[
 pub fn contexts() -> &'static [Context] {
     static CONTEXTS: OnceLock<Vec<Context>> = OnceLock::new();
     CONTEXTS.get_or_init(|| {
-        let options = ContextOptions { poison_outputs: true, ..Default::default() };
+        // Every pass runs the variant the context picks, specialised (the generic kernels that
+        // stand in for it at a shape's first calls have tests of their own).
+        let options = ContextOptions { poison_outputs: true, generic_calls: Some(0), ..Default::default() };
         let adapters = wgpool::gpu::enumerate_adapters_blocking(&options);
         let contexts: Vec<Context> = adapters
             .iter()
@@ -49,7 +51,8 @@ pub fn contexts() -> &'static [Context] {
     })
 }
 
-/// Creates a context like `base` but with `options` (same adapter).
+/// Creates a context like `base` but with `options` (same adapter); `generic_calls` unset is
+/// `Some(0)` (every pass specialised), as in [`contexts`].
 pub fn context_with(base: &Context, options: ContextOptions) -> Context {
     let name = base.adapter_info().name.clone();
     let backend = base.adapter_info().backend;
@@ -58,7 +61,8 @@ pub fn context_with(base: &Context, options: ContextOptions) -> Context {
         ..Default::default()
     });
     let adapter = adapters.iter().find(|a| a.get_info().name == name).expect("same adapter again");
-    pollster::block_on(Context::from_adapter(adapter, &ContextOptions { poison_outputs: true, ..options })).unwrap()
+    let options = ContextOptions { poison_outputs: true, generic_calls: options.generic_calls.or(Some(0)), ..options };
+    pollster::block_on(Context::from_adapter(adapter, &options)).unwrap()
 }
 
 /// Counts GPU cases per adapter: `ran` when created, `passed` by [`Case::pass`]. The totals go to

@@ -1,22 +1,24 @@
-//! Every shader entry point, for every element type, through naga to SPIR-V (checked by
-//! `spirv-val`), MSL (Metal), HLSL (DX12) and GLSL (GL): the backends this machine has no GPU for
-//! are at least compiled for.
+//! Every shader entry point (the general kernels also in their generic form), for every
+//! element type, through naga to SPIR-V (checked by `spirv-val`), MSL (Metal), HLSL (DX12) and
+//! GLSL (GL): the backends this machine has no GPU for are at least compiled for.
 
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
-use wgpool::gpu::kernels::{Kernel, LaneWidth, Variant, override_constants, shader_source};
+use wgpool::gpu::kernels::{Kernel, LaneWidth, Variant, generic_shader_source, override_constants, shader_source};
 use wgpool::{DType, InputShape, Layout, PoolParams, PoolSpec};
 
-/// `kernel` specialised to `spec`; with `other_form`, the gathers in their single-pass form with
-/// one-row blocks, and the forward kernels values-only (no index stores).
+/// `kernel` specialised to `spec`, or in its `generic` form (geometry from the uniform); with
+/// `other_form`, the gathers in their single-pass form with one-row blocks, and the forward
+/// kernels values-only (no index stores).
 fn specialised(
     kernel: Kernel,
     dtype: DType,
     width: LaneWidth,
     spec: &PoolSpec,
-    other_form: bool,
+    (generic, other_form): (bool, bool),
 ) -> (naga::Module, naga::valid::ModuleInfo) {
-    let source = shader_source(kernel, dtype, width);
+    let source =
+        if generic { generic_shader_source(kernel, dtype, width) } else { shader_source(kernel, dtype, width) };
     let module = naga::front::wgsl::parse_str(&source)
         .unwrap_or_else(|e| panic!("{} ({}): {}", kernel.entry_point(), dtype.name(), e.emit_to_string(&source)));
     let info = Validator::new(ValidationFlags::all(), Capabilities::all())
@@ -27,7 +29,8 @@ fn specialised(
     // Two-row gather blocks where the input has two rows (one-row blocks in the other form).
     let block_rows = if other_form { 1 } else { wgpool::cpu::reference::gather_block_rows(&g) as u32 };
     let single_pass = other_form && kernel.has_nan_pass();
-    for (name, value) in override_constants(Variant { block_rows, single_pass, ..Variant::new(kernel, width) }, &g) {
+    let variant = Variant { block_rows, single_pass, generic, ..Variant::new(kernel, width) };
+    for (name, value) in override_constants(variant, &g) {
         constants.insert(name.to_string(), value);
     }
     if other_form && kernel.entry_point().starts_with("max_pool_forward") {
@@ -99,61 +102,66 @@ fn every_entry_point_translates_to_every_backend() {
                 if kernel == Kernel::BackwardCells && width == LaneWidth::One {
                     continue;
                 }
-                let name = format!("{}_{}_x{}_{i}", kernel.entry_point(), dtype.name(), width.get());
-                // Every other problem compiles the other form (single-pass gathers, values-only
-                // forward kernels).
-                let (module, info) = specialised(kernel, dtype, width, spec, i % 2 == 1);
-                let words = spv::write_vec(
-                    &module,
-                    &info,
-                    &spv::Options::default(),
-                    Some(&spv::PipelineOptions {
+                // The kernels with a generic form also in that form, on the first two problems.
+                let generic = matches!(kernel, Kernel::Forward | Kernel::Backward | Kernel::BackwardTiled) && i < 2;
+                for generic in [false, true].into_iter().filter(|&g| !g || generic) {
+                    let form = if generic { "_generic" } else { "" };
+                    let name = format!("{}_{}_x{}_{i}{form}", kernel.entry_point(), dtype.name(), width.get());
+                    // Every other problem compiles the other form (single-pass gathers, values-only
+                    // forward kernels).
+                    let (module, info) = specialised(kernel, dtype, width, spec, (generic, i % 2 == 1));
+                    let words = spv::write_vec(
+                        &module,
+                        &info,
+                        &spv::Options::default(),
+                        Some(&spv::PipelineOptions {
+                            shader_stage: naga::ShaderStage::Compute,
+                            entry_point: kernel.entry_point().into(),
+                        }),
+                    )
+                    .unwrap_or_else(|e| panic!("SPIR-V {name}: {e}"));
+                    spirv_val(&words, &name);
+
+                    let pipeline = msl::PipelineOptions {
+                        entry_point: Some((naga::ShaderStage::Compute, kernel.entry_point().into())),
+                        ..Default::default()
+                    };
+                    let options = msl::Options { lang_version: (2, 4), ..Default::default() };
+                    let (metal, _) = msl::write_string(&module, &info, &options, &pipeline)
+                        .unwrap_or_else(|e| panic!("MSL {name}: {e}"));
+                    assert!(metal.contains("kernel void"), "MSL {name}");
+
+                    let mut hlsl_out = String::new();
+                    let options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
+                    let pipeline = hlsl::PipelineOptions {
+                        entry_point: Some((naga::ShaderStage::Compute, kernel.entry_point().into())),
+                    };
+                    hlsl::Writer::new(&mut hlsl_out, &options, &pipeline)
+                        .write(&module, &info, None)
+                        .unwrap_or_else(|e| panic!("HLSL {name}: {e}"));
+                    assert!(hlsl_out.contains("[numthreads(256, 1, 1)]"), "HLSL {name}");
+
+                    let mut glsl_out = String::new();
+                    let pipeline = glsl::PipelineOptions {
                         shader_stage: naga::ShaderStage::Compute,
                         entry_point: kernel.entry_point().into(),
-                    }),
-                )
-                .unwrap_or_else(|e| panic!("SPIR-V {name}: {e}"));
-                spirv_val(&words, &name);
-
-                let pipeline = msl::PipelineOptions {
-                    entry_point: Some((naga::ShaderStage::Compute, kernel.entry_point().into())),
-                    ..Default::default()
-                };
-                let options = msl::Options { lang_version: (2, 4), ..Default::default() };
-                let (metal, _) = msl::write_string(&module, &info, &options, &pipeline)
-                    .unwrap_or_else(|e| panic!("MSL {name}: {e}"));
-                assert!(metal.contains("kernel void"), "MSL {name}");
-
-                let mut hlsl_out = String::new();
-                let options = hlsl::Options { shader_model: hlsl::ShaderModel::V6_2, ..Default::default() };
-                let pipeline = hlsl::PipelineOptions {
-                    entry_point: Some((naga::ShaderStage::Compute, kernel.entry_point().into())),
-                };
-                hlsl::Writer::new(&mut hlsl_out, &options, &pipeline)
-                    .write(&module, &info, None)
-                    .unwrap_or_else(|e| panic!("HLSL {name}: {e}"));
-                assert!(hlsl_out.contains("[numthreads(256, 1, 1)]"), "HLSL {name}");
-
-                let mut glsl_out = String::new();
-                let pipeline = glsl::PipelineOptions {
-                    shader_stage: naga::ShaderStage::Compute,
-                    entry_point: kernel.entry_point().into(),
-                    multiview: None,
-                };
-                let glsl_result = glsl::Writer::new(
-                    &mut glsl_out,
-                    &module,
-                    &info,
-                    &glsl::Options::default(),
-                    &pipeline,
-                    Default::default(),
-                )
-                .and_then(|mut w| w.write().map(|_| ()));
-                match dtype {
-                    DType::F32 => glsl_result.unwrap_or_else(|e| panic!("GLSL {name}: {e}")),
-                    // naga's GLSL writer has no 16-bit floats: f16 must be refused there (and the
-                    // GL backend never offers SHADER_F16).
-                    DType::F16 => assert!(glsl_result.is_err(), "GLSL accepted f16 for {name}"),
+                        multiview: None,
+                    };
+                    let glsl_result = glsl::Writer::new(
+                        &mut glsl_out,
+                        &module,
+                        &info,
+                        &glsl::Options::default(),
+                        &pipeline,
+                        Default::default(),
+                    )
+                    .and_then(|mut w| w.write().map(|_| ()));
+                    match dtype {
+                        DType::F32 => glsl_result.unwrap_or_else(|e| panic!("GLSL {name}: {e}")),
+                        // naga's GLSL writer has no 16-bit floats: f16 must be refused there (and the
+                        // GL backend never offers SHADER_F16).
+                        DType::F16 => assert!(glsl_result.is_err(), "GLSL accepted f16 for {name}"),
+                    }
                 }
             }
         }

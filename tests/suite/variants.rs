@@ -178,6 +178,12 @@ fn every_listed_variant_matches_the_reference_on_every_adapter() {
             "backward_cells x4 single-pass",
             "backward x4 single-pass",
             "backward single-pass",
+            "forward generic",
+            "forward x4 generic",
+            "backward generic",
+            "backward x4 generic",
+            "backward_tiled generic",
+            "backward_tiled x4 generic",
         ] {
             assert!(seen.contains(name), "[{}] {name} never ran; seen: {seen:?}", ctx.describe());
         }
@@ -199,7 +205,7 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
         let who = base.describe();
         assert_eq!(
             names(base.forward_variants(&stem).unwrap()),
-            ["forward_span", "forward", "forward_shared"],
+            ["forward_span", "forward", "forward_shared", "forward generic"],
             "[{who}]"
         );
         assert_eq!(
@@ -211,7 +217,8 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
                 "backward_rows single-pass",
                 "backward",
                 "backward single-pass",
-                "backward_shared"
+                "backward_shared",
+                "backward generic"
             ],
             "[{who}]"
         );
@@ -219,10 +226,14 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
         assert_eq!(tiles.forward_variants(&stem).unwrap()[0].name(), "forward_shared", "[{who}]");
         assert_eq!(tiles.backward_variants(&stem).unwrap()[0].name(), "backward_shared", "[{who}]");
         let scalar = context_with(base, ContextOptions { scalar_only: true, ..Default::default() });
-        assert_eq!(names(scalar.forward_variants(&stem).unwrap()), ["forward"], "[{who}]");
-        assert_eq!(names(scalar.backward_variants(&stem).unwrap()), ["backward"], "[{who}]");
+        assert_eq!(names(scalar.forward_variants(&stem).unwrap()), ["forward", "forward generic"], "[{who}]");
+        assert_eq!(names(scalar.backward_variants(&stem).unwrap()), ["backward", "backward generic"], "[{who}]");
         let tiled = PoolSpec::new(InputShape::nchw(2, 4, 6, 8), PoolParams::new([2, 2])).layout(Layout::ChannelsLast);
-        assert_eq!(names(scalar.backward_variants(&tiled).unwrap()), ["backward_tiled"], "[{who}]");
+        assert_eq!(
+            names(scalar.backward_variants(&tiled).unwrap()),
+            ["backward_tiled", "backward_tiled generic"],
+            "[{who}]"
+        );
         assert_eq!(
             names(base.backward_variants(&tiled).unwrap()),
             [
@@ -233,7 +244,9 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
                 "backward x4",
                 "backward x4 single-pass",
                 "backward",
-                "backward single-pass"
+                "backward single-pass",
+                "backward_tiled x4 generic",
+                "backward_tiled generic"
             ],
             "[{who}]"
         );
@@ -241,8 +254,9 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
     }
 }
 
-/// The pass recorded without a forced variant runs the first one listed: forcing that one next
-/// compiles no new pipeline, forcing the second one does.
+/// The first pass recorded without a forced variant runs the generic stand-in of the first one
+/// listed, the second pass that first one: forcing either after it compiles no new pipeline,
+/// forcing another does, and later passes compile nothing.
 #[test]
 fn unforced_passes_run_the_first_listed_variant() {
     let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
@@ -252,8 +266,10 @@ fn unforced_passes_run_the_first_listed_variant() {
         let case = Case::start(base);
         for spec in [&stem, &nhwc] {
             for forward in [true, false] {
-                // A context of its own: an empty pipeline cache.
-                let ctx = context_with(base, ContextOptions::default());
+                // A context of its own: an empty pipeline cache; the library's default tiers.
+                let options =
+                    ContextOptions { generic_calls: Some(wgpool::gpu::DEFAULT_GENERIC_CALLS), ..Default::default() };
+                let ctx = context_with(base, options);
                 let who = format!("{} {} {spec:?}", ctx.describe(), if forward { "forward" } else { "backward" });
                 let list = if forward { ctx.forward_variants(spec) } else { ctx.backward_variants(spec) }.unwrap();
                 assert!(list.len() >= 2, "[{who}] {list:?}");
@@ -284,9 +300,14 @@ fn unforced_passes_run_the_first_listed_variant() {
                     ctx.queue().submit([encoder.finish()]);
                     ctx.cached_pipelines()
                 };
-                assert_eq!(record(None), 1, "[{who}] the unforced pass");
-                assert_eq!(record(Some(list[0])), 1, "[{who}] {} is not what ran unforced", list[0]);
-                assert_eq!(record(Some(list[1])), 2, "[{who}] {} compiled nothing new", list[1]);
+                let stand_in = list[0].generic();
+                assert!(list.contains(&stand_in), "[{who}] {stand_in} is not listed: {list:?}");
+                assert_eq!(record(None), 1, "[{who}] the first unforced pass");
+                assert_eq!(record(Some(stand_in)), 1, "[{who}] {stand_in} is not what the first pass ran");
+                assert_eq!(record(None), 2, "[{who}] the second unforced pass compiled nothing");
+                assert_eq!(record(Some(list[0])), 2, "[{who}] {} is not what the second pass ran", list[0]);
+                assert_eq!(record(Some(list[1])), 3, "[{who}] {} compiled nothing new", list[1]);
+                assert_eq!(record(None), 3, "[{who}] a third unforced pass compiled something");
             }
         }
         case.pass();
@@ -431,5 +452,67 @@ fn forcing_a_variant_that_does_not_apply_is_an_error_and_records_nothing() {
             assert_eq!(counter.read(c), Err(Error::InvalidIndices { count: 7 }), "[{who}] counter");
         }
         case.pass();
+    }
+}
+
+/// A shape's first passes run the generic kernels: one forward and one backward pipeline (one per
+/// formulation: gather, and scatter for windows that tile) serve every shape, bit for bit the reference's, into poisoned outputs; the pass after
+/// `generic_calls` of them compiles the shape's own pipelines, and later passes compile nothing.
+/// `Some(0)` compiles at the first pass.
+#[test]
+fn first_passes_share_the_generic_pipelines_then_specialise() {
+    let specs = [
+        PoolSpec::new(InputShape::nchw(1, 3, 9, 16), PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1])),
+        PoolSpec::new(InputShape::nchw(2, 2, 7, 5), PoolParams::new([2, 2])),
+        PoolSpec::new(InputShape::nchw(2, 3, 6, 5), PoolParams::new([2, 3]).ceil_mode(true))
+            .layout(Layout::ChannelsLast),
+        PoolSpec::new(InputShape::new(2, 3, [20]), PoolParams::new([3]).stride([2]).padding([1]).ceil_mode(true)),
+        PoolSpec::new(
+            InputShape::new(1, 2, [4, 5, 8]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 1]).padding([1, 1, 1]).dilation([1, 1, 2]),
+        ),
+    ];
+    // The distinct generic pipelines that the first passes on `specs` run.
+    let stand_ins = |ctx: &Context, specs: &[PoolSpec]| {
+        let firsts =
+            specs.iter().flat_map(|s| [ctx.forward_variants(s).unwrap()[0], ctx.backward_variants(s).unwrap()[0]]);
+        firsts.map(Variant::generic).collect::<std::collections::HashSet<_>>().len()
+    };
+    let mut rng = Rng::new(41);
+    for base in contexts() {
+        assert_eq!(stand_ins(base, &specs), 3, "[{}] forward, gather, scatter", base.describe());
+        for generic_calls in [Some(wgpool::gpu::DEFAULT_GENERIC_CALLS), Some(0), Some(2)] {
+            let case = Case::start(base);
+            let ctx = context_with(base, ContextOptions { generic_calls, ..Default::default() });
+            let who = format!("{} generic_calls {generic_calls:?}", ctx.describe());
+            let generic_passes = generic_calls.unwrap() as usize;
+            for round in 0..generic_passes + 2 {
+                for (i, spec) in specs.iter().enumerate() {
+                    let n = spec.input.numel().unwrap();
+                    let x: Vec<f32> = nasty_values(&mut rng, n);
+                    let want = cpu::reference::forward(spec, &x).unwrap();
+                    let got = ctx.forward(spec, &x).unwrap();
+                    let name = format!("{who} round {round} {spec:?}");
+                    assert_bits_eq("values", &name, &got.values, &want.values);
+                    assert_eq!(got.indices, want.indices, "[{name}] indices");
+                    let grad: Vec<f32> = gradients(&mut rng, want.values.len());
+                    let gi = ctx.backward(spec, &grad, &want.indices).unwrap();
+                    let want_gi = cpu::reference::backward(spec, &grad, &want.indices).unwrap();
+                    assert_bits_eq("grad_input", &name, &gi, &want_gi);
+                    // The generic stand-ins met so far (the forward, the gather, the scatter for
+                    // windows that tile), then a forward and a backward pipeline per shape
+                    // specialised so far.
+                    let met = if round == 0 { &specs[..=i] } else { &specs[..] };
+                    let generic = if generic_passes > 0 { stand_ins(&ctx, met) } else { 0 };
+                    let specialised = match round.cmp(&generic_passes) {
+                        std::cmp::Ordering::Less => 0,
+                        std::cmp::Ordering::Equal => 2 * (i + 1),
+                        std::cmp::Ordering::Greater => 2 * specs.len(),
+                    };
+                    assert_eq!(ctx.cached_pipelines(), generic + specialised, "[{name}] pipelines");
+                }
+            }
+            case.pass();
+        }
     }
 }
