@@ -71,7 +71,9 @@ pub struct ContextOptions {
     /// shape's own, specialised pipeline. `None`: [`DEFAULT_GENERIC_CALLS`]. `Some(0)`: every
     /// shape compiles its pipeline at its first pass. Shapes made ready with
     /// [`Context::prepare`] and forced variants ([`RecordOptions::variant`]) skip the generic
-    /// kernel.
+    /// kernel, and so do, on CPU adapters (lavapipe, llvmpipe), passes over more than 4 Mi input
+    /// elements forward and 1 Mi backward, where the generic kernels would cost more than the
+    /// compile they save.
     pub generic_calls: Option<u32>,
 }
 

@@ -124,6 +124,15 @@ fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: K,
     map.entry(key).or_insert_with(make).clone()
 }
 
+/// The most input elements of a forward and of a backward pass that the generic kernels run on a
+/// CPU adapter (Mesa's lavapipe, llvmpipe): there they cost several times the specialised ones
+/// per element (the backward about 6 times), so that above these sizes compiling the shape's
+/// pipeline costs less. Measured with lavapipe and llvmpipe on 2 cores (BENCHMARKS.md): a new
+/// shape's first backward over 1.4 M elements took 64–79 ms generic against 89 ms compiling;
+/// over 6.4 M, 350 ms against 85. GPUs run either kernel in a fraction of a compile, so there
+/// every size takes the generic kernels.
+const GENERIC_LIMITS_ON_CPU: [usize; 2] = [1 << 22, 1 << 20];
+
 /// One tensor of a pass, as the planner sees it.
 struct TensorArg<'a> {
     what: &'static str,
@@ -377,9 +386,16 @@ impl Context {
     /// What a pass runs: a forced variant as it is, else `chosen` or, in a shape's first
     /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls) passes while its
     /// pipeline is not compiled, `chosen`'s generic stand-in.
+    /// On a CPU adapter, only passes up to [`GENERIC_LIMITS_ON_CPU`] elements.
     fn tiered(&self, chosen: Variant, forced: bool, dtype: DType, g: &Geometry, write_indices: bool) -> Variant {
         if forced {
             return chosen;
+        }
+        if self.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            let [forward, backward] = GENERIC_LIMITS_ON_CPU;
+            if g.input_len() > if chosen.kernel.is_backward() { backward } else { forward } {
+                return chosen;
+            }
         }
         let generic_calls = self.options.generic_calls.unwrap_or(super::DEFAULT_GENERIC_CALLS);
         self.kernels.tiered(chosen, dtype, g, write_indices, generic_calls)

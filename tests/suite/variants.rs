@@ -516,3 +516,45 @@ fn first_passes_share_the_generic_pipelines_then_specialise() {
         }
     }
 }
+
+/// On a CPU adapter a backward pass over more than 1 Mi input elements skips the generic kernel
+/// (there it would cost more than the compile); elsewhere every size takes it.
+#[test]
+fn large_first_passes_on_cpu_adapters_compile_their_pipelines() {
+    let spec = PoolSpec::new(InputShape::nchw(1, 1, 1024, 1030), PoolParams::new([3, 3]).stride([2, 2]));
+    let n = spec.input.numel().unwrap();
+    assert!(n > 1 << 20);
+    let mut rng = Rng::new(43);
+    for base in contexts() {
+        let case = Case::start(base);
+        let options = ContextOptions { generic_calls: Some(wgpool::gpu::DEFAULT_GENERIC_CALLS), ..Default::default() };
+        let ctx = context_with(base, options);
+        let who = ctx.describe();
+        let x: Vec<f32> = nasty_values(&mut rng, n);
+        let want = cpu::reference::forward(&spec, &x).unwrap();
+        let got = ctx.forward(&spec, &x).unwrap();
+        assert_bits_eq("values", &who, &got.values, &want.values);
+        assert_eq!(ctx.cached_pipelines(), 1, "[{who}] the forward pass");
+        let grad: Vec<f32> = gradients(&mut rng, want.values.len());
+        let gi = ctx.backward(&spec, &grad, &want.indices).unwrap();
+        assert_bits_eq("grad_input", &who, &gi, &cpu::reference::backward(&spec, &grad, &want.indices).unwrap());
+        assert_eq!(ctx.cached_pipelines(), 2, "[{who}] the backward pass");
+        // Forcing the context's choice compiles nothing where that is what ran (CPU adapters),
+        // and its specialised pipeline where the generic one ran.
+        let pooled = PooledTensors::<f32>::allocate(&ctx, &spec).unwrap();
+        let back = BackwardTensors::<f32>::allocate(&ctx, &spec).unwrap();
+        let buffers = BackwardBuffers {
+            grad_output: pooled.values.region(),
+            indices: pooled.indices.region(),
+            grad_input: back.grad_input.region(),
+            invalid_count: back.invalid_count.region(),
+        };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let chosen = ctx.backward_variants(&spec).unwrap()[0];
+        ctx.record_backward(&mut encoder, &spec, DType::F32, &buffers, forced(chosen)).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        let cpu_adapter = ctx.adapter_info().device_type == wgpool::wgpu::DeviceType::Cpu;
+        assert_eq!(ctx.cached_pipelines(), if cpu_adapter { 2 } else { 3 }, "[{who}] {chosen} forced");
+        case.pass();
+    }
+}
