@@ -164,15 +164,23 @@ fn hand_picked_corner_cases_match_on_every_adapter() {
         ),
     ];
     let mut rng = Rng::new(3);
-    for ctx in contexts() {
-        for (shape, params, layout) in &cases {
-            let spec = PoolSpec::new(shape.clone(), params.clone()).layout(*layout);
-            let n = spec.input.numel().unwrap();
-            check_case::<f32>(ctx, &spec, &nasty_values(&mut rng, n), 7);
-            check_case::<f32>(ctx, &spec, &vec![f32::NEG_INFINITY; n], 8);
-            check_case::<f32>(ctx, &spec, &vec![f32::NAN; n], 9);
-            check_case::<f32>(ctx, &spec, &vec![-0.0; n], 10);
+    for base in contexts() {
+        // The specialised kernels, then the generic ones that a shape's first calls run.
+        let generic = context_with(base, ContextOptions { generic_calls: Some(u32::MAX), ..Default::default() });
+        for ctx in [base, &generic] {
+            for (shape, params, layout) in &cases {
+                let spec = PoolSpec::new(shape.clone(), params.clone()).layout(*layout);
+                let n = spec.input.numel().unwrap();
+                check_case::<f32>(ctx, &spec, &nasty_values(&mut rng, n), 7);
+                check_case::<f32>(ctx, &spec, &vec![f32::NEG_INFINITY; n], 8);
+                check_case::<f32>(ctx, &spec, &vec![f32::NAN; n], 9);
+                check_case::<f32>(ctx, &spec, &vec![-0.0; n], 10);
+            }
         }
+        // At most a forward, a values-only forward, a gather and a scatter per lane width and
+        // per `RANGED_TAPS` (the kernels above 64 taps).
+        let pipelines = generic.cached_pipelines();
+        assert!(pipelines <= 16, "[{}] {pipelines} pipelines: more than the generic ones", generic.describe());
     }
 }
 
