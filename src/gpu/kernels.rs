@@ -196,11 +196,11 @@ pub struct Variant {
     /// second pass where a NaN turned up. Off by default; listed for comparing the two on a GPU.
     pub single_pass: bool,
     /// The generic form ([`Kernel::Forward`], [`Kernel::Backward`] and [`Kernel::BackwardTiled`]
-    /// only): geometry read from
-    /// the uniform instead of specialised through override constants, so that one pipeline per
-    /// element type and lane width serves every shape. What a shape's first calls run (see
-    /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls)); slower per pass
-    /// (divisions by sizes stay divisions, window loops keep their runtime trip counts).
+    /// only): geometry read from the uniform instead of specialised through override constants,
+    /// so that one pipeline per element type and lane width serves every shape. What a shape's
+    /// first calls run (see [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls));
+    /// slower per pass (divisions by sizes go through magic numbers, window loops keep runtime
+    /// trip counts).
     pub generic: bool,
 }
 
@@ -266,10 +266,10 @@ pub const GENERIC_GEOMETRY: [&str; 22] = [
 ];
 
 /// The source of the generic form of `kernel` ([`Kernel::Forward`], [`Kernel::Backward`] or
-/// [`Kernel::BackwardTiled`]):
-/// [`shader_source`] with the geometry overrides of `common.wgsl` turned into private variables
-/// that the entry point first loads from `params.geometry` ([`GENERIC_GEOMETRY`]). The kernel
-/// text is the same; only where its sizes come from changes.
+/// [`Kernel::BackwardTiled`]): [`shader_source`] with the geometry overrides of `common.wgsl`
+/// turned into private variables that the entry point first loads from `params.geometry`
+/// ([`GENERIC_GEOMETRY`]). The kernel text is the same; only where its sizes come from changes
+/// (and, with the `GENERIC` override on, how it divides by them).
 pub fn generic_shader_source(kernel: Kernel, dtype: DType, width: LaneWidth) -> String {
     let takes = matches!(kernel, Kernel::Forward | Kernel::Backward | Kernel::BackwardTiled);
     assert!(takes, "{} has no generic form", kernel.entry_point());
