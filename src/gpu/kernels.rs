@@ -3,7 +3,8 @@
 //! Each kernel family is one `.wgsl` file in `shaders/`, compiled per element type (a two-line
 //! header declares `T`) with `shaders/common.wgsl` in between. Pipelines are specialised to the
 //! problem's geometry through override constants and cached, so a shape seen before costs no
-//! compilation.
+//! compilation; a shape's first passes run the generic form of the general kernels instead
+//! ([`generic_shader_source`]: geometry from the uniform, one pipeline for every shape).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
