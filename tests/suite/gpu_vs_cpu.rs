@@ -58,6 +58,16 @@ fn random_cases_match_through_the_generic_kernels() {
         assert!(generic <= 16, "[{}] {generic} pipelines: more than the generic ones", ctx.describe());
         random_cases::<f32>(&ctx, 23, 20);
         assert_eq!(ctx.cached_pipelines(), generic, "[{}] new shapes compiled pipelines", ctx.describe());
+        // Sizes above 2^16, which the shaders' multiply-high splits into halves, and dilation.
+        let mut rng = Rng::new(24);
+        for spec in [
+            PoolSpec::new(InputShape::new(1, 2, [140_001]), PoolParams::new([3]).stride([2]).padding([1])),
+            PoolSpec::new(InputShape::new(1, 3, [2, 70_003]), PoolParams::new([2, 5]).stride([1, 3]).dilation([1, 2]))
+                .layout(Layout::ChannelsLast),
+        ] {
+            let n = spec.input.numel().unwrap();
+            check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, n), 25);
+        }
     }
 }
 
