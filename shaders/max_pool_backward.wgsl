@@ -83,6 +83,41 @@ fn gather(exact: bool, validate: bool, pos: I, output_base: u32, index_base: u32
     return r;
 }
 
+// The windows on axis a whose anchor is coordinate i (see `anchor`): [x, y], empty if x > y.
+// Coordinate 0 anchors every window that starts in the padding or at 0; any other coordinate
+// the one window, if any, that starts there.
+fn anchored_windows(a: Axis, i: u32) -> vec2<u32> {
+    if i == 0u {
+        return vec2<u32>(0u, min(div_mod(a.padding, a.stride, DIV_STRIDE + a.number).x, a.output - 1u));
+    }
+    let o = div_mod(i + a.padding, a.stride, DIV_STRIDE + a.number);
+    if o.y != 0u || o.x >= a.output {
+        return vec2<u32>(1u, 0u);
+    }
+    return o.xx;
+}
+
+// The invalid indices among the windows whose anchor is `at`: the count `gather` makes with
+// `validate`, by a loop of its own. The generic kernel counts this way, because there the test
+// inside the window loop, which the lanes of a CPU driver's vector take at different windows,
+// costs two thirds of the pass; specialised kernels keep the test in the loop, which reuses the
+// index it has just loaded.
+fn count_invalid_anchored(at: vec3<u32>, index_base: u32) -> u32 {
+    let wd = anchored_windows(axis_d(), at.x);
+    let wh = anchored_windows(axis_h(), at.y);
+    let ww = anchored_windows(axis_w(), at.z);
+    var invalid = 0u;
+    for (var od = wd.x; od <= wd.y; od++) {
+        for (var oh = wh.x; oh <= wh.y; oh++) {
+            for (var ow = ww.x; ow <= ww.y; ow++) {
+                let index = indices[index_base + ((od * OUT_H + oh) * OUT_W + ow) * LANES];
+                invalid += count_false(index_valid(od, oh, ow, index));
+            }
+        }
+    }
+    return invalid;
+}
+
 @compute @workgroup_size(256)
 fn max_pool_backward(
     @builtin(workgroup_id) workgroup: vec3<u32>,
@@ -111,7 +146,10 @@ fn max_pool_backward(
     let wh = candidate_windows(axis_h(), ih);
     let ww = candidate_windows(axis_w(), iw);
 
-    var r = gather(SINGLE_PASS, true, pos, output_base, index_base, at, wd, wh, ww);
+    var r = gather(SINGLE_PASS, !GENERIC, pos, output_base, index_base, at, wd, wh, ww);
+    if GENERIC {
+        r.invalid = count_invalid_anchored(at, index_base);
+    }
     if r.invalid != 0u {
         atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }

@@ -332,7 +332,8 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     // the machine has never run.
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     // Multiples of 4, as most widths are: the row kernels apply. At most 1,064, so that no shape
-    // has more than 1 Mi elements, which on a CPU adapter would skip the generic kernels.
+    // has more than 1 Mi elements (on a CPU adapter, backward passes over 2 Mi skip the generic
+    // kernels).
     let width = 44 + 4 * (nanos as usize % 256);
     let params = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
     let specs: Vec<PoolSpec> = (0..2 * NEW_GEOMETRIES)

@@ -72,7 +72,7 @@ pub struct ContextOptions {
     /// shape compiles its pipeline at its first pass. Shapes made ready with
     /// [`Context::prepare`] and forced variants ([`RecordOptions::variant`]) skip the generic
     /// kernel, and so do, on CPU adapters (lavapipe, llvmpipe), passes over more than 4 Mi input
-    /// elements forward and 1 Mi backward, where the generic kernels would cost more than the
+    /// elements forward and 2 Mi backward, where the generic kernels would cost more than the
     /// compile they save.
     pub generic_calls: Option<u32>,
 }

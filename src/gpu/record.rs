@@ -126,12 +126,12 @@ fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: K,
 
 /// The most input elements of a forward and of a backward pass that the generic kernels run on a
 /// CPU adapter (Mesa's lavapipe, llvmpipe): there they cost several times the specialised ones
-/// per element (the backward about 6 times), so that above these sizes compiling the shape's
+/// per element (the backward about 5 times), so that above these sizes compiling the shape's
 /// pipeline costs less. Measured with lavapipe and llvmpipe on 2 cores (BENCHMARKS.md): a new
-/// shape's first backward over 1.4 M elements took 64–79 ms generic against 89 ms compiling;
-/// over 6.4 M, 350 ms against 85. GPUs run either kernel in a fraction of a compile, so there
-/// every size takes the generic kernels.
-const GENERIC_LIMITS_ON_CPU: [usize; 2] = [1 << 22, 1 << 20];
+/// shape's first backward over 0.8 M elements took 33–38 ms generic against 76–165 ms compiling
+/// (break-even near 2.4 M on lavapipe); over 6.4 M, 267–271 ms against 87–95. GPUs run either
+/// kernel in a fraction of a compile, so there every size takes the generic kernels.
+const GENERIC_LIMITS_ON_CPU: [usize; 2] = [1 << 22, 1 << 21];
 
 /// One tensor of a pass, as the planner sees it.
 struct TensorArg<'a> {

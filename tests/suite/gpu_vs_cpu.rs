@@ -243,6 +243,37 @@ fn invalid_indices_are_counted_on_the_gpu_like_on_the_cpu() {
             }
             case.pass();
         }
+        // The generic gather and scatter, which count by a loop over the windows each element
+        // anchors: every window's index spoiled in turn, with windows that start in the padding
+        // (several of them anchored at coordinate 0: padding 2 over stride 1 or 2), dilation, 3-D
+        // and four channels per invocation.
+        let generic = context_with(ctx, ContextOptions { generic_calls: Some(u32::MAX), ..Default::default() });
+        for spec in [
+            PoolSpec::new(InputShape::new(1, 2, [9]), PoolParams::new([5]).stride([2]).padding([2])),
+            PoolSpec::new(InputShape::nchw(1, 1, 5, 6), PoolParams::new([3, 5]).stride([1, 2]).padding([1, 2]))
+                .layout(Layout::ChannelsLast),
+            PoolSpec::new(InputShape::nchw(1, 4, 4, 5), PoolParams::new([3, 3]).padding([1, 1]).dilation([1, 2]))
+                .layout(Layout::ChannelsLast),
+            PoolSpec::new(
+                InputShape::new(1, 1, [3, 4, 4]),
+                PoolParams::new([2, 3, 2]).stride([2, 1, 2]).padding([1, 1, 1]),
+            ),
+            PoolSpec::new(InputShape::nchw(1, 2, 4, 6), PoolParams::new([2, 3]).stride([2, 3])),
+        ] {
+            let case = Case::start(&generic);
+            let n = spec.input.numel().unwrap();
+            let pooled = cpu::reference::forward(&spec, &nasty_values::<f32>(&mut rng, n)).unwrap();
+            let grad = gradients::<f32>(&mut rng, pooled.values.len());
+            for at in 0..pooled.indices.len() {
+                let mut indices = pooled.indices.clone();
+                indices[at] = indices[at].wrapping_add([17, 1, 8][at % 3]);
+                let want = cpu::reference::backward(&spec, &grad, &indices);
+                let got = generic.backward(&spec, &grad, &indices);
+                assert_eq!(got.map(|_| ()), want.map(|_| ()), "[{}] {spec:?} output {at}", generic.describe());
+            }
+            case.pass();
+        }
+        assert!(generic.cached_pipelines() <= 6, "[{}] the generic kernels only", generic.describe());
     }
 }
 
