@@ -195,3 +195,60 @@ pub fn max_pool_backward<T: Element>(g: &Geometry, grad_output: &[T], indices: &
     }
     invalid
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InputShape, PoolParams, PoolSpec};
+
+    /// `anchored_windows` of `shaders/max_pool_backward.wgsl` (the generic form's count of
+    /// invalid indices): the windows on axis `a` whose anchor is coordinate `i`, `lo..=hi`.
+    fn anchored_windows(a: &Axis, i: usize) -> (usize, usize) {
+        if i == 0 {
+            return (0, (a.padding / a.stride).min(a.output - 1));
+        }
+        let z = i + a.padding;
+        if z % a.stride != 0 || z / a.stride >= a.output {
+            return (1, 0);
+        }
+        (z / a.stride, z / a.stride)
+    }
+
+    /// The shader's formula names exactly the windows whose `anchor` is `i`, on every small
+    /// 1-D geometry PyTorch accepts (more than a thousand).
+    #[test]
+    fn anchored_windows_are_those_with_that_anchor() {
+        let mut checked = 0;
+        for input in 1..=12 {
+            for kernel in 1..=5 {
+                for stride in 1..=4 {
+                    for padding in 0..=kernel / 2 {
+                        for dilation in 1..=3 {
+                            for ceil_mode in [false, true] {
+                                let params = PoolParams::new([kernel])
+                                    .stride([stride])
+                                    .padding([padding])
+                                    .dilation([dilation])
+                                    .ceil_mode(ceil_mode);
+                                let Ok(g) = PoolSpec::new(InputShape::new(1, 1, [input]), params).validate() else {
+                                    continue;
+                                };
+                                let a = g.axes[2];
+                                // Every window has its anchor inside the input, so some
+                                // element counts it.
+                                assert!((0..a.output).all(|o| anchor(&a, o) < input), "{a:?}");
+                                for i in 0..input {
+                                    let want: Vec<usize> = (0..a.output).filter(|&o| anchor(&a, o) == i).collect();
+                                    let (lo, hi) = anchored_windows(&a, i);
+                                    assert_eq!((lo..=hi).collect::<Vec<_>>(), want, "{a:?} coordinate {i}");
+                                }
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} geometries");
+    }
+}
