@@ -208,7 +208,7 @@ mod tests {
             return (0, (a.padding / a.stride).min(a.output - 1));
         }
         let z = i + a.padding;
-        if z % a.stride != 0 || z / a.stride >= a.output {
+        if !z.is_multiple_of(a.stride) || z / a.stride >= a.output {
             return (1, 0);
         }
         (z / a.stride, z / a.stride)
