@@ -98,7 +98,9 @@ fn soak(ctx: &Context, rounds: usize) {
     let run = |spec: &PoolSpec, rng: &mut Rng, n: usize, half: bool| {
         if half { round::<f16>(ctx, spec, rng, n) } else { round::<f32>(ctx, spec, rng, n) }
     };
-    // Warm-up: every problem once (pipelines, uniforms, bind groups, pooled buffers).
+    // Warm-up: every problem once (uniforms, bind groups, pooled buffers, and pipelines: the
+    // library's defaults run each geometry's first pass, batch 1, through the generic kernels and
+    // compile its own pipelines at the second, batch 2).
     for (n, spec) in specs.iter().enumerate() {
         for half in [false, true] {
             if !half || f16_too {
