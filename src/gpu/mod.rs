@@ -315,8 +315,8 @@ impl Context {
 
     /// The number of compiled pipelines in the cache: one per kernel variant, element type and
     /// geometry seen (the batch does not count), so a training loop's steps add none, plus the
-    /// generic ones that shapes' first passes ran (one per kernel, element type, lane width and
-    /// values-only or not; see [`ContextOptions::generic_calls`]).
+    /// few generic ones that shapes' first passes ran, which no new shape adds to (see
+    /// [`ContextOptions::generic_calls`]).
     pub fn cached_pipelines(&self) -> usize {
         self.kernels.pipelines()
     }
