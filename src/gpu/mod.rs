@@ -70,8 +70,9 @@ pub struct ContextOptions {
     /// per element type and lane width for every shape) before the pass that compiles the
     /// shape's own, specialised pipeline. `None`: [`DEFAULT_GENERIC_CALLS`]. `Some(0)`: every
     /// shape compiles its pipeline at its first pass. `Some(u32::MAX)`: no shape ever compiles
-    /// its own (a few pipelines in all, each pass slower: on lavapipe 1.3–2.5 times the
-    /// specialised forward, 2.5–5 times the general backward). Shapes made ready with
+    /// its own (a few pipelines in all, each pass slower: on lavapipe 1.3–2.8 times the same
+    /// kernel specialised, up to 9 times the default variant, for case B's backward). Shapes
+    /// made ready with
     /// [`Context::prepare`] and forced variants ([`RecordOptions::variant`]) skip the generic
     /// kernel, and so do, on CPU adapters (lavapipe, llvmpipe), passes over more than 4 Mi input
     /// elements forward and 2 Mi backward, where the generic kernels would cost more than the
