@@ -72,11 +72,10 @@ pub struct ContextOptions {
     /// shape compiles its pipeline at its first pass. `Some(u32::MAX)`: no shape ever compiles
     /// its own (a few pipelines in all, each pass slower: on lavapipe 1.3–2.8 times the same
     /// kernel specialised, up to 9 times the default variant, for case B's backward). Shapes
-    /// made ready with
-    /// [`Context::prepare`] and forced variants ([`RecordOptions::variant`]) skip the generic
-    /// kernel, and so do, on CPU adapters (lavapipe, llvmpipe), passes over more than 4 Mi input
-    /// elements forward and 2 Mi backward, where the generic kernels would cost more than the
-    /// compile they save.
+    /// made ready with [`Context::prepare`] and forced variants ([`RecordOptions::variant`])
+    /// skip the generic kernel, and so do, on CPU adapters (lavapipe, llvmpipe), passes over
+    /// more than 4 Mi input elements forward and 2 Mi backward, where the generic kernels would
+    /// cost more than the compile they save.
     pub generic_calls: Option<u32>,
 }
 
