@@ -54,6 +54,9 @@ WGPU_BACKEND=vulkan timeout "$(left 150)" $bin/wgpool bench --json "$out/bench.j
 grep -v "^adapter\|^timing" "$out/bench.txt" | tail -32
 echo "== case G alone in a fresh process"
 WGPU_BACKEND=vulkan timeout "$(left 60)" $bin/wgpool bench --no-cpu --no-transfers --cases G --json "$out/bench_g.json" 2>&1 | tail -5
+echo "== a new shape's first and second call, with the compile on a thread of its own"
+WGPU_BACKEND=vulkan timeout "$(left 30)" $bin/wgpool bench --no-cpu --no-transfers --cases E --iterations 3 \
+  --background-compiles 2>&1 | grep "first host-level"
 echo "== demo (cargo run --release) on Vulkan, and on GL"
 WGPU_BACKEND=vulkan timeout "$(left 30)" $bin/wgpool 2>&1 | tail -12
 WGPU_BACKEND=gl timeout "$(left 30)" $bin/wgpool 2>&1 | tail -4

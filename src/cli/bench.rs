@@ -48,6 +48,11 @@ pub struct Args {
     /// buffers: a second table, and `other_variants` in the JSON (`variant` names the default).
     #[arg(long)]
     pub variants: bool,
+    /// Compile new shapes' pipelines on a thread of their own
+    /// (`ContextOptions::background_compiles`): the first-call line then shows whether the
+    /// second call still waits for a compile.
+    #[arg(long)]
+    pub background_compiles: bool,
     /// Cap the workgroups per dispatch dimension (forces 2-D grids; for experiments).
     #[arg(long, value_name = "N")]
     pub max_workgroups_per_dimension: Option<u32>,
@@ -131,6 +136,7 @@ pub fn run(args: Args) -> CliResult {
         scalar_only,
         max_compute_workgroups_per_dimension: args.max_workgroups_per_dimension,
         memory_hints: memory_hints.clone(),
+        background_compiles: args.background_compiles,
         ..Default::default()
     };
     let ctx = Context::with_options(&options(args.scalar_only))?;

@@ -498,6 +498,8 @@ pub(crate) struct Kernels {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Passes run so far, per specialised pipeline not yet compiled, in its generic stand-in.
     generic_runs: Mutex<HashMap<PipelineKey, u32>>,
+    /// Specialised pipelines being compiled on a thread of their own.
+    compiling: Mutex<std::collections::HashSet<PipelineKey>>,
 }
 
 /// Most pipelines kept; beyond this the cache is cleared (shapes in a training loop repeat).
@@ -576,6 +578,7 @@ impl Kernels {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             generic_runs: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -621,6 +624,10 @@ impl Kernels {
         if self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
             return chosen;
         }
+        // Its compile is under way on another thread: the generic kernel until it is there.
+        if self.compiling.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return chosen.generic();
+        }
         let mut runs = self.generic_runs.lock().unwrap_or_else(|e| e.into_inner());
         if runs.len() >= PIPELINE_CACHE_LIMIT {
             runs.clear();
@@ -632,6 +639,110 @@ impl Kernels {
         }
         *count += 1;
         chosen.generic()
+    }
+
+    /// Compiles the pipeline of `variant` for `g` on a thread of its own, unless it is compiled
+    /// or being compiled, and runs it once on nothing (see [`Kernels::record_warm_up`]) before
+    /// passes may take it; [`Kernels::tiered`] runs the generic stand-in meanwhile. A compile
+    /// that fails (out of memory, a lost device) leaves nothing in the cache, so the next pass
+    /// compiles again where its error is reported.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn compile_in_background(
+        self: &std::sync::Arc<Self>,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        variant: Variant,
+        dtype: DType,
+        g: &Geometry,
+        write_indices: bool,
+    ) {
+        let key = PipelineKey::new(variant, dtype, g, write_indices);
+        if self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key)
+            || !self.compiling.lock().unwrap_or_else(|e| e.into_inner()).insert(key)
+        {
+            return;
+        }
+        let (kernels, device, queue, g) = (std::sync::Arc::clone(self), device.clone(), queue.clone(), *g);
+        let spawned = std::thread::Builder::new().name("wgpool compile".into()).spawn(move || {
+            // Error scopes are per thread: this one catches its own compile's errors.
+            let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+            let pipeline = kernels.pipeline(&device, variant, dtype, &g, write_indices);
+            let mut encoder = device.create_command_encoder(&Default::default());
+            kernels.record_warm_up(&device, &mut encoder, &[(variant.kernel, pipeline)], dtype);
+            let submission = queue.submit([encoder.finish()]);
+            let _ = device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None });
+            let errors = [internal.pop(), validation.pop(), oom.pop()].map(pollster::block_on);
+            if errors.iter().any(Option::is_some) {
+                kernels.pipelines.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            } else {
+                kernels.generic_runs.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            }
+            kernels.compiling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        });
+        if spawned.is_err() {
+            // No thread to be had: the passes compile it themselves, as without this option.
+            self.compiling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+    }
+
+    /// Records one dispatch of each of `pipelines` on one workgroup with nothing to do (counts
+    /// of 0, tiny buffers): some drivers (Mesa's lavapipe and llvmpipe) compile a shader's
+    /// machine code at its first dispatch, not when the pipeline is created.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn record_warm_up(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        pipelines: &[(Kernel, wgpu::ComputePipeline)],
+        dtype: DType,
+    ) {
+        use wgpu::util::DeviceExt;
+        // One buffer per storage binding (a read and a write of one buffer may not meet in a
+        // dispatch), each larger than any element the kernels declare.
+        let dummies: Vec<wgpu::Buffer> = (0..4)
+            .map(|_| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgpool warm-up"),
+                    size: 256,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        let params = ParamsUniform {
+            counts: [0; 4],
+            bases: [0; 4],
+            constants: constants(dtype),
+            geometry: [[0; 4]; 6],
+            divisors: [[0; 4]; 13],
+        };
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("wgpool warm-up params"),
+            contents: bytemuck::bytes_of(&params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        for (kernel, pipeline) in pipelines {
+            let storage = if kernel.is_backward() { 4 } else { 3 };
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            entries.extend(dummies[..storage].iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: buffer.as_entire_binding(),
+            }));
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("wgpool warm-up"),
+                layout: self.bind_group_layout(*kernel),
+                entries: &entries,
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry_point()),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
     }
 
     /// The number of compiled pipelines in the cache.

@@ -386,7 +386,9 @@ impl Context {
     /// What a pass runs: a forced variant as it is, else `chosen` or, in a shape's first
     /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls) passes while its
     /// pipeline is not compiled, `chosen`'s generic stand-in.
-    /// On a CPU adapter, only passes up to [`GENERIC_LIMITS_ON_CPU`] elements.
+    /// On a CPU adapter, only passes up to [`GENERIC_LIMITS_ON_CPU`] elements. With
+    /// [`ContextOptions::background_compiles`](super::ContextOptions::background_compiles), a
+    /// generic pass starts the compile of `chosen` on another thread.
     fn tiered(&self, chosen: Variant, forced: bool, dtype: DType, g: &Geometry, write_indices: bool) -> Variant {
         if forced {
             return chosen;
@@ -398,7 +400,12 @@ impl Context {
             }
         }
         let generic_calls = self.options.generic_calls.unwrap_or(super::DEFAULT_GENERIC_CALLS);
-        self.kernels.tiered(chosen, dtype, g, write_indices, generic_calls)
+        let ran = self.kernels.tiered(chosen, dtype, g, write_indices, generic_calls);
+        #[cfg(not(target_arch = "wasm32"))]
+        if ran.generic && !chosen.generic && self.options.background_compiles {
+            self.kernels.compile_in_background(&self.device, &self.queue, chosen, dtype, g, write_indices);
+        }
+        ran
     }
 
     /// `options.variant` if it is among `candidates`, else the first candidate.
@@ -695,44 +702,7 @@ impl Context {
     #[cfg(not(target_arch = "wasm32"))]
     fn warm_up(&self, pipelines: &[(Kernel, wgpu::ComputePipeline)], dtype: DType) -> Result<()> {
         let record = |encoder: &mut wgpu::CommandEncoder| {
-            // One buffer per storage binding (a read and a write of one buffer may not meet in a
-            // dispatch), each larger than any element the kernels declare.
-            let dummies: Vec<wgpu::Buffer> = (0..4)
-                .map(|_| {
-                    self.device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("wgpool warm-up"),
-                        size: 256,
-                        usage: wgpu::BufferUsages::STORAGE,
-                        mapped_at_creation: false,
-                    })
-                })
-                .collect();
-            let params = ParamsUniform {
-                counts: [0; 4],
-                bases: [0; 4],
-                constants: super::kernels::constants(dtype),
-                geometry: [[0; 4]; 6],
-                divisors: [[0; 4]; 13],
-            };
-            let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("wgpool warm-up params"),
-                contents: bytemuck::bytes_of(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            for (kernel, pipeline) in pipelines {
-                let storage = if kernel.is_backward() { 4 } else { 3 };
-                let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-                entries.extend(dummies[..storage].iter().enumerate().map(|(i, buffer)| wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: buffer.as_entire_binding(),
-                }));
-                let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgpool warm-up"),
-                    layout: self.kernels.bind_group_layout(*kernel),
-                    entries: &entries,
-                });
-                self.encode_pass(encoder, *kernel, pipeline, &[(bind_group, (1, 1))], RecordOptions::default());
-            }
+            self.kernels.record_warm_up(&self.device, encoder, pipelines, dtype);
             Ok(())
         };
         let ((), submission) = pollster::block_on(self.submit_scoped(record))?;

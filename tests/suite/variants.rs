@@ -558,3 +558,59 @@ fn large_first_passes_on_cpu_adapters_compile_their_pipelines() {
         case.pass();
     }
 }
+
+/// With `background_compiles`, a shape's first pass runs the generic kernel and starts the
+/// compile of its own pipeline on another thread: that pipeline turns up with no further pass,
+/// it is the one the context picks (forcing it compiles nothing), and every pass before and
+/// after gives the reference's bits.
+#[test]
+fn background_compiles_bring_the_specialised_pipeline_without_a_pass() {
+    let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    let specs = [
+        PoolSpec::new(InputShape::nchw(1, 3, 9, 16), k3.clone()),
+        PoolSpec::new(InputShape::nchw(2, 8, 7, 5), k3).layout(Layout::ChannelsLast),
+    ];
+    let mut rng = Rng::new(47);
+    for base in contexts() {
+        let case = Case::start(base);
+        let options = ContextOptions { generic_calls: Some(1), background_compiles: true, ..Default::default() };
+        let ctx = context_with(base, options);
+        let who = ctx.describe();
+        for spec in &specs {
+            let n = spec.input.numel().unwrap();
+            let x: Vec<f32> = nasty_values(&mut rng, n);
+            let want = cpu::reference::forward(spec, &x).unwrap();
+            let before = ctx.cached_pipelines();
+            let got = ctx.forward(spec, &x).unwrap();
+            assert_bits_eq("values", &format!("{who} {spec:?}"), &got.values, &want.values);
+            // The generic forward at this spec's lane width (new for each: one channel, then
+            // four), then the specialised one from the thread, with no pass in between.
+            let generic = 1;
+            let start = std::time::Instant::now();
+            while ctx.cached_pipelines() < before + generic + 1 {
+                assert!(start.elapsed().as_secs() < 60, "[{who}] {spec:?}: no pipeline from the thread");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let compiled = ctx.cached_pipelines();
+            assert_eq!(compiled, before + generic + 1, "[{who}] {spec:?}");
+            // What the thread compiled is what the context picks: forcing it compiles nothing.
+            let pooled = PooledTensors::<f32>::allocate(&ctx, spec).unwrap();
+            let input = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &x).unwrap();
+            let buffers = ForwardBuffers {
+                input: input.region(),
+                values: pooled.values.region(),
+                indices: pooled.indices.region(),
+            };
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            let chosen = ctx.forward_variants(spec).unwrap()[0];
+            ctx.record_forward(&mut encoder, spec, DType::F32, &buffers, forced(chosen)).unwrap();
+            ctx.queue().submit([encoder.finish()]);
+            assert_eq!(ctx.cached_pipelines(), compiled, "[{who}] {spec:?}: {chosen} was not what the thread compiled");
+            let again = ctx.forward(spec, &x).unwrap();
+            assert_bits_eq("values again", &format!("{who} {spec:?}"), &again.values, &want.values);
+            assert_eq!(again.indices, want.indices, "[{who}] {spec:?}");
+            assert_eq!(ctx.cached_pipelines(), compiled, "[{who}] {spec:?}: a later pass compiled");
+        }
+        case.pass();
+    }
+}
