@@ -189,6 +189,26 @@ fn div_mod_lanes(x: I, d: u32, slot: u32) -> LanesDivMod {
     return LanesDivMod(x / d, x % d);
 }
 
+// Element t of a tensor of groups × D × H × W positions × LANES lanes, on the input's sizes
+// (`output` false) or the output's: its lane, w, h, d and group. (Divisions: see `div_mod`.)
+struct Element {
+    lane: u32,
+    w: u32,
+    h: u32,
+    d: u32,
+    group: u32,
+}
+
+fn split_element(t: u32, output: bool) -> Element {
+    // The W, H and D divisor slots follow one another, the output's after the input's.
+    let slot = select(DIV_IN_W, DIV_OUT_W, output);
+    let by_lane = div_mod(t, LANES, DIV_LANES);
+    let by_w = div_mod(by_lane.x, select(IN_W, OUT_W, output), slot);
+    let by_h = div_mod(by_w.x, select(IN_H, OUT_H, output), slot + 1u);
+    let by_d = div_mod(by_h.x, select(IN_D, OUT_D, output), slot + 2u);
+    return Element(by_lane.y, by_w.y, by_h.y, by_d.y, by_d.x);
+}
+
 // Dispatches above 65,535 workgroups use a 2-D grid of workgroups.
 fn invocation_index(workgroup: vec3<u32>, local: u32, workgroups: vec3<u32>) -> u32 {
     return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + local;

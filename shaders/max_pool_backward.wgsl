@@ -128,16 +128,12 @@ fn max_pool_backward(
     if t >= params.counts.y {
         return;
     }
-    // (Divisions by the geometry's sizes: see `div_mod`.)
-    let by_lane = div_mod(t, LANES, DIV_LANES);
-    let lane = by_lane.y;
-    let by_w = div_mod(by_lane.x, IN_W, DIV_IN_W);
-    let iw = by_w.y;
-    let by_h = div_mod(by_w.x, IN_H, DIV_IN_H);
-    let ih = by_h.y;
-    let by_d = div_mod(by_h.x, IN_D, DIV_IN_D);
-    let id = by_d.y;
-    let group = by_d.x;
+    let e = split_element(t, false);
+    let lane = e.lane;
+    let iw = e.w;
+    let ih = e.h;
+    let id = e.d;
+    let group = e.group;
     let pos = I((id * IN_H + ih) * IN_W + iw);
     let output_base = params.bases.x + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;
     let index_base = params.bases.z + group * (OUT_D * OUT_H * OUT_W) * LANES + lane;

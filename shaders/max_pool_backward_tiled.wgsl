@@ -23,39 +23,31 @@ fn max_pool_backward_tiled(
     if t >= params.counts.x {
         return;
     }
-    // (Divisions by the geometry's sizes: see `div_mod`.)
-    let by_lane = div_mod(t, LANES, DIV_LANES);
-    let lane = by_lane.y;
-    let by_w = div_mod(by_lane.x, OUT_W, DIV_OUT_W);
-    let ow = by_w.y;
-    let by_h = div_mod(by_w.x, OUT_H, DIV_OUT_H);
-    let oh = by_h.y;
-    let by_d = div_mod(by_h.x, OUT_D, DIV_OUT_D);
-    let od = by_d.y;
-    let group = by_d.x;
-    let input_base = params.bases.y + group * (IN_D * IN_H * IN_W) * LANES + lane;
+    // The output element: its lane, position (o.d, o.h, o.w) and group.
+    let o = split_element(t, true);
+    let input_base = params.bases.y + o.group * (IN_D * IN_H * IN_W) * LANES + o.lane;
 
     let index = indices[params.bases.z + t];
     // PyTorch computes 0 + g: a -0.0 gradient lands as +0.0, a NaN with PyTorch's bits.
     let gradient = gradient_term(grad_output[params.bases.x + t]);
     var matched = B(false);
-    let taps_d = real_taps(axis_d(), od);
-    let taps_h = real_taps(axis_h(), oh);
-    let taps_w = real_taps(axis_w(), ow);
+    let taps_d = real_taps(axis_d(), o.d);
+    let taps_h = real_taps(axis_h(), o.h);
+    let taps_w = real_taps(axis_w(), o.w);
     for (var kd = taps_d.x; kd < taps_d.y; kd++) {
-        let zd = od * S_D + kd;
+        let zd = o.d * S_D + kd;
         if zd < P_D || zd >= IN_D + P_D {
             continue;
         }
         let id = zd - P_D;
         for (var kh = taps_h.x; kh < taps_h.y; kh++) {
-            let zh = oh * S_H + kh;
+            let zh = o.h * S_H + kh;
             if zh < P_H || zh >= IN_H + P_H {
                 continue;
             }
             let ih = zh - P_H;
             for (var kw = taps_w.x; kw < taps_w.y; kw++) {
-                let zw = ow * S_W + kw;
+                let zw = o.w * S_W + kw;
                 if zw < P_W || zw >= IN_W + P_W {
                     continue;
                 }

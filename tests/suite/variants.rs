@@ -59,6 +59,33 @@ fn forced(variant: Variant) -> RecordOptions<'static> {
     RecordOptions { variant: Some(variant), ..Default::default() }
 }
 
+/// Records and submits one pass of `spec` in f32 (`forward`, else backward) over tensors of its
+/// own, with `variant` forced (`None`: the context's choice); returns the pipelines compiled by
+/// then. (The data does not matter: what is compiled does.)
+fn record_pass(ctx: &Context, spec: &PoolSpec, forward: bool, variant: Option<Variant>) -> usize {
+    let g = spec.validate().unwrap();
+    let input = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, &vec![1f32; g.input_len()]).unwrap();
+    let pooled = PooledTensors::<f32>::allocate(ctx, spec).unwrap();
+    let back = BackwardTensors::<f32>::allocate(ctx, spec).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let options = RecordOptions { variant, ..Default::default() };
+    if forward {
+        let buffers =
+            ForwardBuffers { input: input.region(), values: pooled.values.region(), indices: pooled.indices.region() };
+        ctx.record_forward(&mut encoder, spec, DType::F32, &buffers, options).unwrap();
+    } else {
+        let buffers = BackwardBuffers {
+            grad_output: pooled.values.region(),
+            indices: pooled.indices.region(),
+            grad_input: back.grad_input.region(),
+            invalid_count: back.invalid_count.region(),
+        };
+        ctx.record_backward(&mut encoder, spec, DType::F32, &buffers, options).unwrap();
+    }
+    ctx.queue().submit([encoder.finish()]);
+    ctx.cached_pipelines()
+}
+
 /// Runs every listed variant of `spec` on `ctx` in element type `T` and compares; returns the
 /// variants run.
 fn check_variants<T: Element>(ctx: &Context, spec: &PoolSpec, rng: &mut Rng) -> Vec<Variant> {
@@ -273,33 +300,7 @@ fn unforced_passes_run_the_first_listed_variant() {
                 let who = format!("{} {} {spec:?}", ctx.describe(), if forward { "forward" } else { "backward" });
                 let list = if forward { ctx.forward_variants(spec) } else { ctx.backward_variants(spec) }.unwrap();
                 assert!(list.len() >= 2, "[{who}] {list:?}");
-                let g = spec.validate().unwrap();
-                let data = vec![1f32; g.input_len()];
-                let input = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &data).unwrap();
-                let pooled = PooledTensors::<f32>::allocate(&ctx, spec).unwrap();
-                let back = BackwardTensors::<f32>::allocate(&ctx, spec).unwrap();
-                let record = |variant: Option<Variant>| {
-                    let mut encoder = ctx.device().create_command_encoder(&Default::default());
-                    let options = RecordOptions { variant, ..Default::default() };
-                    if forward {
-                        let buffers = ForwardBuffers {
-                            input: input.region(),
-                            values: pooled.values.region(),
-                            indices: pooled.indices.region(),
-                        };
-                        ctx.record_forward(&mut encoder, spec, DType::F32, &buffers, options).unwrap();
-                    } else {
-                        let buffers = BackwardBuffers {
-                            grad_output: pooled.values.region(),
-                            indices: pooled.indices.region(),
-                            grad_input: back.grad_input.region(),
-                            invalid_count: back.invalid_count.region(),
-                        };
-                        ctx.record_backward(&mut encoder, spec, DType::F32, &buffers, options).unwrap();
-                    }
-                    ctx.queue().submit([encoder.finish()]);
-                    ctx.cached_pipelines()
-                };
+                let record = |variant: Option<Variant>| record_pass(&ctx, spec, forward, variant);
                 let stand_in = list[0].generic();
                 assert!(list.contains(&stand_in), "[{who}] {stand_in} is not listed: {list:?}");
                 assert_eq!(record(None), 1, "[{who}] the first unforced pass");
@@ -541,20 +542,10 @@ fn large_first_passes_on_cpu_adapters_compile_their_pipelines() {
         assert_eq!(ctx.cached_pipelines(), 2, "[{who}] the backward pass");
         // Forcing the context's choice compiles nothing where that is what ran (CPU adapters),
         // and its specialised pipeline where the generic one ran.
-        let pooled = PooledTensors::<f32>::allocate(&ctx, &spec).unwrap();
-        let back = BackwardTensors::<f32>::allocate(&ctx, &spec).unwrap();
-        let buffers = BackwardBuffers {
-            grad_output: pooled.values.region(),
-            indices: pooled.indices.region(),
-            grad_input: back.grad_input.region(),
-            invalid_count: back.invalid_count.region(),
-        };
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
         let chosen = ctx.backward_variants(&spec).unwrap()[0];
-        ctx.record_backward(&mut encoder, &spec, DType::F32, &buffers, forced(chosen)).unwrap();
-        ctx.queue().submit([encoder.finish()]);
+        let compiled = record_pass(&ctx, &spec, false, Some(chosen));
         let cpu_adapter = ctx.adapter_info().device_type == wgpool::wgpu::DeviceType::Cpu;
-        assert_eq!(ctx.cached_pipelines(), if cpu_adapter { 2 } else { 3 }, "[{who}] {chosen} forced");
+        assert_eq!(compiled, if cpu_adapter { 2 } else { 3 }, "[{who}] {chosen} forced");
         case.pass();
     }
 }
@@ -594,18 +585,9 @@ fn background_compiles_bring_the_specialised_pipeline_without_a_pass() {
             let compiled = ctx.cached_pipelines();
             assert_eq!(compiled, before + generic + 1, "[{who}] {spec:?}");
             // What the thread compiled is what the context picks: forcing it compiles nothing.
-            let pooled = PooledTensors::<f32>::allocate(&ctx, spec).unwrap();
-            let input = GpuTensor::upload(&ctx, spec.input.clone(), spec.layout, &x).unwrap();
-            let buffers = ForwardBuffers {
-                input: input.region(),
-                values: pooled.values.region(),
-                indices: pooled.indices.region(),
-            };
-            let mut encoder = ctx.device().create_command_encoder(&Default::default());
             let chosen = ctx.forward_variants(spec).unwrap()[0];
-            ctx.record_forward(&mut encoder, spec, DType::F32, &buffers, forced(chosen)).unwrap();
-            ctx.queue().submit([encoder.finish()]);
-            assert_eq!(ctx.cached_pipelines(), compiled, "[{who}] {spec:?}: {chosen} was not what the thread compiled");
+            let forced_pass = record_pass(&ctx, spec, true, Some(chosen));
+            assert_eq!(forced_pass, compiled, "[{who}] {spec:?}: {chosen} was not what the thread compiled");
             let again = ctx.forward(spec, &x).unwrap();
             assert_bits_eq("values again", &format!("{who} {spec:?}"), &again.values, &want.values);
             assert_eq!(again.indices, want.indices, "[{who}] {spec:?}");
