@@ -546,7 +546,9 @@ impl Context {
         let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };
         let w = items[1];
         let pipeline = self.kernels.pipeline(&self.device, variant, dtype, &g, indices.is_some());
-        let (geometry, divisors) = super::kernels::generic_uniform(width, &g);
+        // Only generic pipelines read these; specialised ones get zeros, computed for nothing.
+        let (geometry, divisors) =
+            if variant.generic { super::kernels::generic_uniform(width, &g) } else { Default::default() };
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_in, base_in) = self.binding(&tensors[0], chunk, items[0]);
@@ -765,7 +767,9 @@ impl Context {
         let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, false) } else { None };
         let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };
         let pipeline = self.kernels.pipeline(&self.device, variant, dtype, &g, true);
-        let (geometry, divisors) = super::kernels::generic_uniform(width, &g);
+        // Only generic pipelines read these; specialised ones get zeros, computed for nothing.
+        let (geometry, divisors) =
+            if variant.generic { super::kernels::generic_uniform(width, &g) } else { Default::default() };
         let mut dispatches = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             let (b_go, base_go) = self.binding(&tensors[0], chunk, items[0]);
