@@ -318,6 +318,11 @@ impl Context {
         let errors = [internal.pop(), validation.pop(), oom.pop()];
         for e in errors {
             if let Some(e) = e.await {
+                // On a device that is gone every object is invalid: say so, not which object
+                // (a poll runs the device-lost callback if the loss has not been reported yet).
+                #[cfg(not(target_arch = "wasm32"))]
+                let _ = self.device.poll(wgpu::PollType::Poll);
+                self.check_usable()?;
                 return Err(scope_error(e));
             }
         }

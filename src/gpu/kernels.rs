@@ -531,6 +531,25 @@ fn uniform_entry() -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+/// A uniform buffer holding `params`. Written through the queue rather than mapped at creation:
+/// on a device that is already gone (destroyed, lost, its callback not run yet) wgpu's
+/// `create_buffer_init` panics, the queue write only reports an error.
+pub(crate) fn params_buffer(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    label: &str,
+    params: &ParamsUniform,
+) -> wgpu::Buffer {
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: std::mem::size_of::<ParamsUniform>() as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buffer, 0, bytemuck::bytes_of(params));
+    buffer
+}
+
 /// Mirrors `struct Params` in `shaders/common.wgsl`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
@@ -670,7 +689,7 @@ impl Kernels {
             let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
             let pipeline = kernels.pipeline(&device, variant, dtype, &g, write_indices);
             let mut encoder = device.create_command_encoder(&Default::default());
-            kernels.record_warm_up(&device, &mut encoder, &[(variant.kernel, pipeline)], dtype);
+            kernels.record_warm_up(&device, &queue, &mut encoder, &[(variant.kernel, pipeline)], dtype);
             let submission = queue.submit([encoder.finish()]);
             let _ = device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None });
             let errors = [internal.pop(), validation.pop(), oom.pop()].map(pollster::block_on);
@@ -694,11 +713,11 @@ impl Kernels {
     pub fn record_warm_up(
         &self,
         device: &wgpu::Device,
+        queue: &wgpu::Queue,
         encoder: &mut wgpu::CommandEncoder,
         pipelines: &[(Kernel, wgpu::ComputePipeline)],
         dtype: DType,
     ) {
-        use wgpu::util::DeviceExt;
         // One buffer per storage binding (a read and a write of one buffer may not meet in a
         // dispatch), each larger than any element the kernels declare.
         let dummies: Vec<wgpu::Buffer> = (0..4)
@@ -718,11 +737,7 @@ impl Kernels {
             geometry: [[0; 4]; 6],
             divisors: [[0; 4]; 13],
         };
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("wgpool warm-up params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = params_buffer(device, queue, "wgpool warm-up params", &params);
         for (kernel, pipeline) in pipelines {
             let storage = if kernel.is_backward() { 4 } else { 3 };
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];

@@ -5,8 +5,6 @@ use std::sync::Mutex;
 #[cfg(not(target_arch = "wasm32"))]
 use std::sync::atomic::Ordering;
 
-use wgpu::util::DeviceExt;
-
 use super::Context;
 use super::kernels::{Kernel, LaneWidth, ParamsUniform, Variant, WORKGROUP_SIZE};
 use crate::element::DType;
@@ -423,11 +421,7 @@ impl Context {
 
     fn uniform(&self, params: ParamsUniform) -> wgpu::Buffer {
         cached(&self.caches.uniforms, params, || {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("wgpool params"),
-                contents: bytemuck::bytes_of(&params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+            super::kernels::params_buffer(&self.device, &self.queue, "wgpool params", &params)
         })
     }
 
@@ -704,7 +698,7 @@ impl Context {
     #[cfg(not(target_arch = "wasm32"))]
     fn warm_up(&self, pipelines: &[(Kernel, wgpu::ComputePipeline)], dtype: DType) -> Result<()> {
         let record = |encoder: &mut wgpu::CommandEncoder| {
-            self.kernels.record_warm_up(&self.device, encoder, pipelines, dtype);
+            self.kernels.record_warm_up(&self.device, &self.queue, encoder, pipelines, dtype);
             Ok(())
         };
         let ((), submission) = pollster::block_on(self.submit_scoped(record))?;
