@@ -498,9 +498,37 @@ pub(crate) struct Kernels {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Passes run so far, per specialised pipeline not yet compiled, in its generic stand-in.
     generic_runs: Mutex<HashMap<PipelineKey, u32>>,
-    /// Specialised pipelines being compiled on a thread of their own.
+    /// Specialised pipelines queued for, or being compiled on, the background thread.
     compiling: Mutex<std::collections::HashSet<PipelineKey>>,
+    /// The background thread's queue.
+    #[cfg(not(target_arch = "wasm32"))]
+    background: Mutex<Background>,
 }
+
+/// Compiles waiting for the background thread (see [`Kernels::compile_in_background`]), and
+/// whether that thread runs.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Default)]
+struct Background {
+    jobs: std::collections::VecDeque<CompileJob>,
+    worker: bool,
+}
+
+/// One pipeline for the background thread to compile.
+#[cfg(not(target_arch = "wasm32"))]
+struct CompileJob {
+    key: PipelineKey,
+    variant: Variant,
+    dtype: DType,
+    g: Geometry,
+    write_indices: bool,
+}
+
+/// Most compiles queued for the background thread; a shape that finds the queue full compiles
+/// at its next pass instead, as without the thread (shapes that change at every call would
+/// otherwise queue compiles faster than one thread works them off).
+#[cfg(not(target_arch = "wasm32"))]
+const BACKGROUND_QUEUE_LIMIT: usize = 32;
 
 /// Most pipelines kept; beyond this the cache is cleared (shapes in a training loop repeat).
 const PIPELINE_CACHE_LIMIT: usize = 256;
@@ -598,6 +626,8 @@ impl Kernels {
             pipelines: Mutex::new(HashMap::new()),
             generic_runs: Mutex::new(HashMap::new()),
             compiling: Mutex::new(std::collections::HashSet::new()),
+            #[cfg(not(target_arch = "wasm32"))]
+            background: Mutex::new(Background::default()),
         }
     }
 
@@ -607,27 +637,27 @@ impl Kernels {
 
     fn module(&self, device: &wgpu::Device, variant: Variant, dtype: DType) -> wgpu::ShaderModule {
         let Variant { kernel, width, generic, .. } = variant;
-        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-        modules
-            .entry((kernel, dtype, width, generic))
-            .or_insert_with(|| {
-                let source = if generic {
-                    generic_shader_source(kernel, dtype, width)
-                } else {
-                    shader_source(kernel, dtype, width)
-                };
-                device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.entry_point()),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                })
-            })
-            .clone()
+        let key = (kernel, dtype, width, generic);
+        if let Some(module) = self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return module.clone();
+        }
+        // Parsed and validated outside the lock: a thread that needs another module, already
+        // made, does not wait for this one.
+        let source =
+            if generic { generic_shader_source(kernel, dtype, width) } else { shader_source(kernel, dtype, width) };
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.entry_point()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        self.modules.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(module).clone()
     }
 
     /// The variant a pass of `g` runs when the context picked `chosen`: `chosen` where its
     /// pipeline is compiled or the geometry has had `generic_calls` passes already, else (one
     /// more pass counted) its generic stand-in ([`Variant::generic`]), so that a shape seen once
-    /// compiles nothing of its own.
+    /// compiles nothing of its own. Also whether that pass was the last of the shape's generic
+    /// passes (its next compiles), where [`Kernels::compile_in_background`] may start the
+    /// compile.
     pub fn tiered(
         &self,
         chosen: Variant,
@@ -635,17 +665,18 @@ impl Kernels {
         g: &Geometry,
         write_indices: bool,
         generic_calls: u32,
-    ) -> Variant {
+    ) -> (Variant, bool) {
         if chosen.generic || generic_calls == 0 {
-            return chosen;
+            return (chosen, false);
         }
         let key = PipelineKey::new(chosen, dtype, g, write_indices);
         if self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
-            return chosen;
+            return (chosen, false);
         }
-        // Its compile is under way on another thread: the generic kernel until it is there.
+        // Its compile is queued or under way on another thread: the generic kernel until it is
+        // there.
         if self.compiling.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
-            return chosen.generic();
+            return (chosen.generic(), false);
         }
         let mut runs = self.generic_runs.lock().unwrap_or_else(|e| e.into_inner());
         if runs.len() >= PIPELINE_CACHE_LIMIT {
@@ -654,55 +685,109 @@ impl Kernels {
         let count = runs.entry(key).or_insert(0);
         if *count >= generic_calls {
             runs.remove(&key);
-            return chosen;
+            return (chosen, false);
         }
         *count += 1;
-        chosen.generic()
+        (chosen.generic(), *count == generic_calls)
     }
 
-    /// Compiles the pipeline of `variant` for `g` on a thread of its own, unless it is compiled
-    /// or being compiled, and runs it once on nothing (see [`Kernels::record_warm_up`]) before
-    /// passes may take it; [`Kernels::tiered`] runs the generic stand-in meanwhile. A compile
-    /// that fails (out of memory, a lost device) leaves nothing in the cache, so the next pass
-    /// compiles again where its error is reported.
+    /// Queues the compile of `variant`'s pipeline for `g` for a thread of its own, unless it is
+    /// compiled, queued or the queue is full ([`BACKGROUND_QUEUE_LIMIT`]), and starts that
+    /// thread if none runs. The thread compiles each queued pipeline, runs it once on nothing
+    /// (see [`Kernels::record_warm_up`]), waits for that (at most `timeout`) and only then, if
+    /// no error came up, puts it in the cache; [`Kernels::tiered`] runs the generic stand-in
+    /// meanwhile. A compile that fails (out of memory, a lost device, a timeout) leaves nothing
+    /// in the cache, so the next pass compiles again, where its error is reported.
     #[cfg(not(target_arch = "wasm32"))]
+    #[allow(clippy::too_many_arguments)]
     pub fn compile_in_background(
         self: &std::sync::Arc<Self>,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
+        timeout: Option<std::time::Duration>,
         variant: Variant,
         dtype: DType,
         g: &Geometry,
         write_indices: bool,
     ) {
         let key = PipelineKey::new(variant, dtype, g, write_indices);
-        if self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key)
+        if self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
+            return;
+        }
+        let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
+        if background.jobs.len() >= BACKGROUND_QUEUE_LIMIT
             || !self.compiling.lock().unwrap_or_else(|e| e.into_inner()).insert(key)
         {
             return;
         }
-        let (kernels, device, queue, g) = (std::sync::Arc::clone(self), device.clone(), queue.clone(), *g);
-        let spawned = std::thread::Builder::new().name("wgpool compile".into()).spawn(move || {
-            // Error scopes are per thread: this one catches its own compile's errors.
+        background.jobs.push_back(CompileJob { key, variant, dtype, g: *g, write_indices });
+        if background.worker {
+            return;
+        }
+        let (kernels, device, queue) = (std::sync::Arc::clone(self), device.clone(), queue.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wgpool compile".into())
+            .spawn(move || kernels.work_off_compiles(&device, &queue, timeout));
+        match spawned {
+            Ok(_) => background.worker = true,
+            // No thread to be had: the passes compile it themselves, as without this option.
+            Err(_) => {
+                background.jobs.clear();
+                self.compiling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            }
+        }
+    }
+
+    /// The background thread: compiles the queued pipelines one after another, and ends when
+    /// the queue is empty. If it panics, the queued compiles are dropped (their shapes compile
+    /// at their next pass).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn work_off_compiles(&self, device: &wgpu::Device, queue: &wgpu::Queue, timeout: Option<std::time::Duration>) {
+        /// Takes a job's key out of `compiling` however the job ends, and on a panic the
+        /// whole queue.
+        struct Done<'a>(&'a Kernels, Option<PipelineKey>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let mut keys: Vec<PipelineKey> = self.1.take().into_iter().collect();
+                // The locks in the order `compile_in_background` takes them: the queue first.
+                if std::thread::panicking() {
+                    let mut background = self.0.background.lock().unwrap_or_else(|e| e.into_inner());
+                    keys.extend(background.jobs.drain(..).map(|job| job.key));
+                    background.worker = false;
+                }
+                let mut compiling = self.0.compiling.lock().unwrap_or_else(|e| e.into_inner());
+                for key in keys {
+                    compiling.remove(&key);
+                }
+            }
+        }
+        loop {
+            let job = {
+                let mut background = self.background.lock().unwrap_or_else(|e| e.into_inner());
+                match background.jobs.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        // Under the lock: a job queued after this finds no worker and starts one.
+                        background.worker = false;
+                        return;
+                    }
+                }
+            };
+            let _done = Done(self, Some(job.key));
+            // Error scopes are per thread: these catch this compile's errors only.
             let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
-            let pipeline = kernels.pipeline(&device, variant, dtype, &g, write_indices);
+            let pipeline = self.compile(device, job.variant, job.dtype, &job.g, job.write_indices);
             let mut encoder = device.create_command_encoder(&Default::default());
-            kernels.record_warm_up(&device, &queue, &mut encoder, &[(variant.kernel, pipeline)], dtype);
+            self.record_warm_up(device, queue, &mut encoder, &[(job.variant.kernel, pipeline.clone())], job.dtype);
             let submission = queue.submit([encoder.finish()]);
-            let _ = device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None });
+            let waited = device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout }).is_ok();
             let errors = [internal.pop(), validation.pop(), oom.pop()].map(pollster::block_on);
-            if errors.iter().any(Option::is_some) {
-                kernels.pipelines.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-            } else {
-                kernels.generic_runs.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            if waited && errors.iter().all(Option::is_none) {
+                self.insert(job.key, pipeline);
+                self.generic_runs.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.key);
             }
-            kernels.compiling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        });
-        if spawned.is_err() {
-            // No thread to be had: the passes compile it themselves, as without this option.
-            self.compiling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         }
     }
 
@@ -775,18 +860,31 @@ impl Kernels {
         g: &Geometry,
         write_indices: bool,
     ) -> wgpu::ComputePipeline {
-        let kernel = variant.kernel;
         let key = PipelineKey::new(variant, dtype, g, write_indices);
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return p.clone();
         }
         // Compiled outside the lock: other threads keep recording meanwhile.
+        let pipeline = self.compile(device, variant, dtype, g, write_indices);
+        self.insert(key, pipeline)
+    }
+
+    /// Compiles the pipeline of `variant` for `g`, without caching it.
+    fn compile(
+        &self,
+        device: &wgpu::Device,
+        variant: Variant,
+        dtype: DType,
+        g: &Geometry,
+        write_indices: bool,
+    ) -> wgpu::ComputePipeline {
+        let kernel = variant.kernel;
         let module = self.module(device, variant, dtype);
         let mut constants = override_constants(variant, g);
         if !write_indices {
             constants.push(("WRITE_INDICES", 0.0));
         }
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(kernel.entry_point()),
             layout: Some(if kernel.is_backward() {
                 &self.backward_pipeline_layout
@@ -800,7 +898,12 @@ impl Kernels {
                 zero_initialize_workgroup_memory: false,
             },
             cache: None,
-        });
+        })
+    }
+
+    /// Puts `pipeline` in the cache (emptied first when full) unless another thread put one
+    /// there first, and returns the cached one.
+    fn insert(&self, key: PipelineKey, pipeline: wgpu::ComputePipeline) -> wgpu::ComputePipeline {
         let mut pipelines = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if pipelines.len() >= PIPELINE_CACHE_LIMIT {
             pipelines.clear();

@@ -77,10 +77,13 @@ pub struct ContextOptions {
     /// more than 4 Mi input elements forward and 2 Mi backward, where the generic kernels would
     /// cost more than the compile they save.
     pub generic_calls: Option<u32>,
-    /// Compile a shape's specialised pipelines on a thread of their own after its first pass
-    /// (and run each once on nothing, for drivers that compile at the first dispatch), while its
-    /// passes keep running the generic kernels, so that no call waits for a compile (what
-    /// [`ContextOptions::generic_calls`] counts then only applies if the thread fails). Off by
+    /// Compile a shape's specialised pipelines on a thread of their own, queued by the last of
+    /// its [`ContextOptions::generic_calls`] passes (with the default, its first; never with
+    /// `Some(u32::MAX)` or `Some(0)`), and run each once on nothing (for drivers that compile
+    /// at the first dispatch) before any pass may take it; the shape's passes run the generic
+    /// kernels meanwhile, so that no call waits for a compile. One thread works off the queue
+    /// (at most 32 compiles; a shape that finds it full, or whose compile fails or outlasts
+    /// [`ContextOptions::timeout`], compiles at its next pass as without this option). Off by
     /// default. Meant for drivers that compile at pipeline creation (NVIDIA, AMD and Intel on
     /// Vulkan, Metal, DX12; unmeasured). On lavapipe, whose queue thread compiles at the first
     /// dispatch, it moves the wait instead: with the caller pausing 200 ms between calls, a new

@@ -384,9 +384,10 @@ impl Context {
     /// What a pass runs: a forced variant as it is, else `chosen` or, in a shape's first
     /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls) passes while its
     /// pipeline is not compiled, `chosen`'s generic stand-in.
-    /// On a CPU adapter, only passes up to [`GENERIC_LIMITS_ON_CPU`] elements. With
-    /// [`ContextOptions::background_compiles`](super::ContextOptions::background_compiles), a
-    /// generic pass starts the compile of `chosen` on another thread.
+    /// On a CPU adapter, only passes up to [`GENERIC_LIMITS_ON_CPU`] elements; anywhere, only
+    /// passes whose one-element-per-invocation grid fits the device's workgroup limits. With
+    /// [`ContextOptions::background_compiles`](super::ContextOptions::background_compiles), the
+    /// last of a shape's generic passes queues the compile of `chosen` for another thread.
     fn tiered(&self, chosen: Variant, forced: bool, dtype: DType, g: &Geometry, write_indices: bool) -> Variant {
         if forced {
             return chosen;
@@ -397,12 +398,30 @@ impl Context {
                 return chosen;
             }
         }
-        let generic_calls = self.options.generic_calls.unwrap_or(super::DEFAULT_GENERIC_CALLS);
-        let ran = self.kernels.tiered(chosen, dtype, g, write_indices, generic_calls);
-        #[cfg(not(target_arch = "wasm32"))]
-        if ran.generic && !chosen.generic && self.options.background_compiles {
-            self.kernels.compile_in_background(&self.device, &self.queue, chosen, dtype, g, write_indices);
+        // The generic kernels take one item per invocation where `chosen` may take a block: the
+        // whole problem's grid (a bound on each chunk's) must fit, or `chosen` runs.
+        let generic = chosen.generic();
+        let items = if generic.kernel == Kernel::Backward { g.input_len() } else { g.output_len() };
+        let invocations = items as u64 / generic.width.get() as u64;
+        if dispatch_size(invocations, self.limits.max_compute_workgroups_per_dimension).is_err() {
+            return chosen;
         }
+        let generic_calls = self.options.generic_calls.unwrap_or(super::DEFAULT_GENERIC_CALLS);
+        let (ran, last) = self.kernels.tiered(chosen, dtype, g, write_indices, generic_calls);
+        #[cfg(not(target_arch = "wasm32"))]
+        if last && self.options.background_compiles {
+            self.kernels.compile_in_background(
+                &self.device,
+                &self.queue,
+                self.options.timeout,
+                chosen,
+                dtype,
+                g,
+                write_indices,
+            );
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = last;
         ran
     }
 
@@ -532,8 +551,9 @@ impl Context {
         if groups == 0 {
             return Ok(());
         }
-        let variant = self.tiered(variant, options.variant.is_some(), dtype, &g, indices.is_some());
         let chunks = self.plan(&g, &tensors)?;
+        // After the checks of the buffers and of the chunk plan: a call they fail counts no pass.
+        let variant = self.tiered(variant, options.variant.is_some(), dtype, &g, indices.is_some());
         let Variant { kernel, width, .. } = variant;
         let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, true) } else { None };
         // Elements per array item of each binding: the unit of binding bases.
@@ -755,8 +775,9 @@ impl Context {
             encoder.clear_buffer(counter.region.buffer, counter.region.offset, Some(4));
             return Ok(());
         }
-        let variant = self.tiered(variant, options.variant.is_some(), dtype, &g, true);
         let chunks = self.plan(&g, &tensors)?;
+        // After the checks of the buffers and of the chunk plan: a call they fail counts no pass.
+        let variant = self.tiered(variant, options.variant.is_some(), dtype, &g, true);
         let Variant { kernel, width, block_rows, .. } = variant;
         let shared = if kernel.is_shared() { crate::cpu::reference::shared_tile(&g, false) } else { None };
         let items = if kernel.is_rows() { kernel.items() } else { [width.get() as u64; 3] };

@@ -593,6 +593,35 @@ fn background_compiles_bring_the_specialised_pipeline_without_a_pass() {
             assert_eq!(again.indices, want.indices, "[{who}] {spec:?}");
             assert_eq!(ctx.cached_pipelines(), compiled, "[{who}] {spec:?}: a later pass compiled");
         }
+        // The thread starts at the last of a shape's generic passes, not before, and never
+        // where no pass is the last.
+        let spec = PoolSpec::new(InputShape::nchw(1, 2, 11, 13), PoolParams::new([2, 3]).stride([2, 2]));
+        let x: Vec<f32> = nasty_values(&mut rng, spec.input.numel().unwrap());
+        for generic_calls in [2, u32::MAX] {
+            let options =
+                ContextOptions { generic_calls: Some(generic_calls), background_compiles: true, ..Default::default() };
+            let ctx = context_with(base, options);
+            ctx.forward(&spec, &x).unwrap();
+            let generic = ctx.cached_pipelines();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert_eq!(
+                ctx.cached_pipelines(),
+                generic,
+                "[{who}] generic_calls {generic_calls}: compiled after one pass"
+            );
+            ctx.forward(&spec, &x).unwrap();
+            if generic_calls == u32::MAX {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                assert_eq!(ctx.cached_pipelines(), generic, "[{who}] generic_calls u32::MAX: compiled");
+                continue;
+            }
+            let start = std::time::Instant::now();
+            while ctx.cached_pipelines() == generic {
+                assert!(start.elapsed().as_secs() < 60, "[{who}] generic_calls 2: no pipeline from the thread");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(ctx.cached_pipelines(), generic + 1, "[{who}] generic_calls 2");
+        }
         case.pass();
     }
 }
