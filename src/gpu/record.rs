@@ -623,9 +623,11 @@ impl Context {
     /// cores, so that the first calls on those shapes do not pay for most of that (what is left
     /// is mainly new buffer sizes).
     ///
-    /// Pipelines are specialised to each geometry (the batch aside), and the first call on a
-    /// shape compiles its own: tens of milliseconds each on many drivers (`wgpool bench`
-    /// measures it). The variants are those that [`Context::forward_variants`] and
+    /// Pipelines are specialised to each geometry (the batch aside). A shape's first pass runs
+    /// a slower generic kernel and its second compiles the shape's own pipeline (see
+    /// [`ContextOptions::generic_calls`](super::ContextOptions::generic_calls)): tens of
+    /// milliseconds each on many drivers (`wgpool bench` measures it). Prepared shapes run
+    /// their own pipelines from the first pass. The variants are those that [`Context::forward_variants`] and
     /// [`Context::backward_variants`] list first (buffers on 16-byte boundaries, as every buffer
     /// wgpool allocates). Each is then dispatched once with nothing to do, and the call waits for
     /// that: drivers that compile at the first dispatch (Mesa's software ones) do it here too.
