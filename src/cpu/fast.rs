@@ -286,7 +286,8 @@ impl Isa {
             use std::is_x86_feature_detected as has;
             if has!("avx2") && has!("fma") && has!("bmi1") && has!("bmi2") && has!("lzcnt") && has!("popcnt") {
                 all.push(Isa::Avx2);
-                if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+                // `avx512f` implies `f16c` to the compiler: a VM that hides F16C gets the AVX2 build.
+                if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("f16c") {
                     all.push(Isa::Avx512);
                 }
             }

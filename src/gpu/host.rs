@@ -302,9 +302,12 @@ impl Context {
     /// Runs `record` (which creates and fills the call's buffers and records into the encoder)
     /// inside error scopes, submits, and returns what `record` returned with the submission.
     ///
-    /// Every device operation of a host-level call happens in here, so that a wgpu error (out of
-    /// memory, validation, an invalid buffer on a lost device) comes back as an [`Error`] and never
-    /// reaches the device's uncaptured-error handler (which panics on a device the caller made).
+    /// Every buffer creation, write and recording of a host-level call happens in here, so that a
+    /// wgpu error (out of memory, validation, an invalid buffer on a lost device) comes back as an
+    /// [`Error`] and never reaches the device's uncaptured-error handler (which panics on a device
+    /// the caller made). The maps and unmaps of pooled buffers happen outside: the pool's states
+    /// (a buffer is handed out only idle, unmapped or mapped as the call needs) rule out their
+    /// validation errors, and a lost device's are dropped by wgpu.
     pub(crate) async fn submit_scoped<R>(
         &self,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<R>,
