@@ -321,19 +321,40 @@ impl Context {
         let errors = [internal.pop(), validation.pop(), oom.pop()];
         for e in errors {
             if let Some(e) = e.await {
-                // On a device that is gone every object is invalid: say so, not which object
-                // (a poll runs the device-lost callback if the loss has not been reported yet).
-                #[cfg(not(target_arch = "wasm32"))]
-                let _ = self.device.poll(wgpu::PollType::Poll);
-                self.check_usable()?;
-                return Err(scope_error(e));
+                return Err(self.lost_or(scope_error(e)));
             }
         }
-        let submission = submission?;
+        // A pooled staging buffer whose mapping died with the device fails in `record`; the
+        // caller's own mistakes (shapes, sizes) come back as they are, at once.
+        let submission = submission.map_err(|e| match e {
+            Error::BufferMap(_) | Error::Device(_) => self.lost_or(e),
+            e => e,
+        })?;
         if let Some(e) = self.take_uncaptured() {
             return Err(Error::Device(e));
         }
         Ok(submission)
+    }
+
+    /// `e`, or [`Error::DeviceLost`] where the device turns out to be gone: then every object is
+    /// invalid and every map fails, and the caller should hear that, not which object failed.
+    /// Polls first, which runs the device-lost callback if wgpu has not reported the loss yet;
+    /// and since another thread's poll (the caller's, or the background compiles') may have
+    /// taken that callback an instant before running it, looks again for up to 20 ms (an error
+    /// path only: a healthy device's error comes back that much later).
+    pub(crate) fn lost_or(&self, e: Error) -> Error {
+        #[cfg(not(target_arch = "wasm32"))]
+        for _ in 0..20 {
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            if let Err(lost) = self.check_usable() {
+                return lost;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        match self.check_usable() {
+            Err(lost) => lost,
+            Ok(()) => e,
+        }
     }
 
     /// The result of a map callback once the submission that uses the buffer has finished.
@@ -388,14 +409,11 @@ impl Context {
         };
         match received {
             Some(Ok(())) => {}
-            Some(Err(e)) => {
-                self.check_usable()?;
-                return Err(Error::BufferMap(e.to_string()));
-            }
-            None => return Err(Error::BufferMap("the map callback was dropped".into())),
+            Some(Err(e)) => return Err(self.lost_or(Error::BufferMap(e.to_string()))),
+            None => return Err(self.lost_or(Error::BufferMap("the map callback was dropped".into()))),
         }
         let data = {
-            let view = slice.get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?;
+            let view = slice.get_mapped_range().map_err(|e| self.lost_or(Error::BufferMap(e.to_string())))?;
             take(&view[..len])
         };
         staging.unmap();

@@ -524,6 +524,32 @@ struct CompileJob {
     write_indices: bool,
 }
 
+/// Waits for the queue's last submission by polling without blocking, every half millisecond,
+/// at most `timeout`; false on a timeout or a lost device. A blocking `device.poll` would hold
+/// wgpu's resource lock for the whole wait, stalling the caller's threads wherever they destroy
+/// a buffer meanwhile; the queue runs the thread's warm-up after everything submitted before
+/// it, which on a busy GPU can take a while.
+#[cfg(not(target_arch = "wasm32"))]
+fn wait_polling(device: &wgpu::Device, queue: &wgpu::Queue, timeout: Option<std::time::Duration>) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&done);
+    queue.on_submitted_work_done(move || flag.store(true, Ordering::Release));
+    let start = std::time::Instant::now();
+    loop {
+        if device.poll(wgpu::PollType::Poll).is_err() {
+            return false;
+        }
+        if done.load(Ordering::Acquire) {
+            return true;
+        }
+        if timeout.is_some_and(|t| start.elapsed() > t) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
+
 /// Most compiles queued for the background thread; a shape that finds the queue full compiles
 /// at its next pass instead, as without the thread (shapes that change at every call would
 /// otherwise queue compiles faster than one thread works them off).
@@ -694,7 +720,8 @@ impl Kernels {
     /// Queues the compile of `variant`'s pipeline for `g` for a thread of its own, unless it is
     /// compiled, queued or the queue is full ([`BACKGROUND_QUEUE_LIMIT`]), and starts that
     /// thread if none runs. The thread compiles each queued pipeline, runs it once on nothing
-    /// (see [`Kernels::record_warm_up`]), waits for that (at most `timeout`) and only then, if
+    /// (see [`Kernels::record_warm_up`]), waits for that (at most `timeout`, polling without
+    /// blocking: see [`wait_polling`]) and only then, if
     /// no error came up, puts it in the cache; [`Kernels::tiered`] runs the generic stand-in
     /// meanwhile. A compile that fails (out of memory, a lost device, a timeout) leaves nothing
     /// in the cache, so the next pass compiles again, where its error is reported.
@@ -781,8 +808,8 @@ impl Kernels {
             let pipeline = self.compile(device, job.variant, job.dtype, &job.g, job.write_indices);
             let mut encoder = device.create_command_encoder(&Default::default());
             self.record_warm_up(device, queue, &mut encoder, &[(job.variant.kernel, pipeline.clone())], job.dtype);
-            let submission = queue.submit([encoder.finish()]);
-            let waited = device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout }).is_ok();
+            queue.submit([encoder.finish()]);
+            let waited = wait_polling(device, queue, timeout);
             let errors = [internal.pop(), validation.pop(), oom.pop()].map(pollster::block_on);
             if waited && errors.iter().all(Option::is_none) {
                 self.insert(job.key, pipeline);

@@ -367,13 +367,9 @@ impl Context {
             Err(wgpu::PollError::Timeout) => {
                 Err(Error::Timeout { millis: self.options.timeout.map(|t| t.as_millis() as u64).unwrap_or(0) })
             }
-            Err(e) => {
-                // A destroyed device reports its loss from wgpu's maintenance, which a failed wait
-                // skips: run it, so that this and every later call says `DeviceLost`.
-                let _ = self.device.poll(wgpu::PollType::Poll);
-                self.check_usable()?;
-                Err(Error::Device(e.to_string()))
-            }
+            // A destroyed device reports its loss from wgpu's maintenance, which a failed wait
+            // skips: `lost_or` runs it, so that this and every later call says `DeviceLost`.
+            Err(e) => Err(self.lost_or(Error::Device(e.to_string()))),
         }
     }
 

@@ -1056,6 +1056,49 @@ fn robustness_lost_device_fails_fast() {
     }
 }
 
+/// A device destroyed after calls whose pooled staging buffers have been mapped again (the
+/// caller polled, or the background thread of `background_compiles` did), and while that thread
+/// may still be compiling: later calls say `DeviceLost` at once, not that a staging buffer's
+/// mapping failed, and nothing hangs.
+#[test]
+fn robustness_lost_device_after_polls_and_background_compiles() {
+    for background_compiles in [false, true] {
+        let options = ContextOptions { background_compiles, ..Default::default() };
+        for adapter in wgpool::gpu::enumerate_adapters_blocking(&options) {
+            let ctx = pollster::block_on(Context::from_adapter(&adapter, &options)).expect("context");
+            let case = Case::start(&ctx);
+            let name = format!("{} background_compiles {background_compiles}", ctx.describe());
+            // A new shape's first passes run the generic kernels (and queue its own pipelines).
+            let (spec, x, go) = small_problem();
+            let out = ctx.forward(&spec, &x).unwrap();
+            ctx.backward(&spec, &go, &out.indices).unwrap();
+            if !background_compiles {
+                // The uploads' staging buffers finish mapping again.
+                ctx.device().poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).unwrap();
+            }
+            // With background compiles, the thread may still be polling while the calls below run.
+            ctx.device().destroy();
+            let n = name.clone();
+            within(&format!("[{name}] calls after destroy"), Duration::from_secs(60), move || {
+                for round in 0..3 {
+                    let start = Instant::now();
+                    let f = ctx.forward(&spec, &x);
+                    let b = ctx.backward(&spec, &go, &out.indices);
+                    for (what, e) in [("forward", f.err()), ("backward", b.err())] {
+                        assert!(
+                            matches!(e, Some(Error::DeviceLost(_))),
+                            "[{n}] round {round}: {what} after destroy: {e:?}"
+                        );
+                    }
+                    assert!(start.elapsed() < Duration::from_secs(5), "[{n}] slow: {:?}", start.elapsed());
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            case.pass();
+        }
+    }
+}
+
 /// `ContextOptions::timeout`: a wait longer than the timeout is `Error::Timeout`, and the context
 /// recovers once the GPU has finished. How long the GPU takes is not under the test's control:
 /// on lavapipe (Vulkan) a pass over 256 K elements always outlasts a 1 ns timeout; wgpu's GL
