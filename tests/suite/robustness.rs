@@ -1148,11 +1148,17 @@ fn robustness_timeout_is_an_error_and_the_context_recovers() {
 }
 
 /// One context, many threads, different problems at once: every result equals the reference.
+/// Through the specialised kernels, then with the defaults' generic first passes and compiles
+/// on the background thread, so that passes meet pipelines while they are queued, compiled and
+/// published.
 #[test]
 fn robustness_one_context_many_threads() {
     let mut rng = Rng::new(77);
     let specs: Vec<PoolSpec> = (0..6).map(|_| random_spec(&mut rng, 12)).collect();
-    for ctx in contexts() {
+    let tiered = ContextOptions { generic_calls: Some(1), background_compiles: true, ..Default::default() };
+    let tiered: Vec<Context> =
+        contexts().iter().map(|base| super::common::context_with(base, tiered.clone())).collect();
+    for ctx in contexts().iter().chain(&tiered) {
         let start = Instant::now();
         std::thread::scope(|scope| {
             for thread in 0..6usize {
