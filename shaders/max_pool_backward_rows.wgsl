@@ -26,6 +26,31 @@ override BLOCK_ROWS: u32 = 1u;
 override ROW_BLOCKS: u32 = (IN_H + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 override BLOCK_WINDOWS_H: u32 = (BLOCK_ROWS - 1u + DIL_H * (K_H - 1u)) / S_H + 1u;
 
+// Fixed cover (the host sets it where dilation is 1 on H and W, S_H divides BLOCK_ROWS and S_W
+// divides 4): every block starts at the same phase against the windows, so which of its elements
+// each of its windows can cover is known when the pipeline is compiled, and the plain pass
+// tests only those pairs (case B, 3×3/2: 18 of the 48 a block of 2 × 4 elements and its 6
+// windows make). The same windows in the same order per element, so the same sums.
+override FIXED_COVER: bool = false;
+
+// On an axis of a fixed-cover block (dilation 1, the block's first element at a multiple of s):
+// where the first window that reaches the block starts, relative to the block's first element.
+// With φ = p mod s, that window is c = ceil((φ − k + 1) / s) windows after the one the block's
+// first element would start, so it starts c·s − φ from it.
+fn fixed_first_start(k: u32, s: u32, p: u32) -> i32 {
+    let phi = i32(p % s);
+    let n = phi - i32(k) + 1;
+    let c = select(-((-n) / i32(s)), (n + i32(s) - 1) / i32(s), n > 0);
+    return c * i32(s) - phi;
+}
+
+// Whether the block's j-th window on an axis covers the block's element e on it (all constants
+// once the loops are unrolled: the driver folds it).
+fn fixed_covers(j: u32, e: u32, k: u32, s: u32, p: u32) -> bool {
+    let start = fixed_first_start(k, s, p) + i32(j * s);
+    return start <= i32(e) && i32(e) < start + i32(k);
+}
+
 // The sums of a block's two rows (per element: see max_pool_backward.wgsl's `Gathered`).
 struct BlockSums {
     acc0: vec4<T>,
@@ -113,6 +138,82 @@ fn block_sums(exact: bool, validate: bool, b: Block) -> BlockSums {
     return BlockSums(acc0, nan0, has_nan0, acc1, nan1, has_nan1, invalid);
 }
 
+// The plain pass (with validation) of a fixed-cover block: `block_sums(false, true, b)`, testing
+// only the element-window pairs that can meet (one statement per element: a vector with
+// constant-false lanes would still add in them). Windows are numbered from the block's first
+// reaching one on each axis without clamping; those before the first or after the last output
+// are skipped.
+fn block_sums_fixed(b: Block) -> BlockSums {
+    var acc0 = vec4<T>(0.0);
+    var acc1 = vec4<T>(0.0);
+    var has_nan = false;
+    var invalid = 0u;
+    // Row 1 takes part only where it is real.
+    let pos1 = b.pos + vec4<u32>(IN_W);
+    let second = b.second.x;
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = b.d.x + jd;
+        if od > b.d.y {
+            break;
+        }
+        for (var jh = 0u; jh < BLOCK_WINDOWS_H; jh++) {
+            // The window's start plus the padding: oh · S_H, or negative before the first
+            // window (no `continue`: loops without one are unrolled, which the fixed tests need).
+            let sh = i32(b.ih + P_H) + fixed_first_start(K_H, S_H, P_H) + i32(jh * S_H);
+            let oh = u32(max(sh, 0)) / S_H;
+            // Rows 0 and 1 of the block in this window.
+            let h0 = fixed_covers(jh, 0u, K_H, S_H, P_H);
+            let h1 = BLOCK_ROWS > 1u && fixed_covers(jh, 1u, K_H, S_H, P_H);
+            for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
+                let sw = i32(b.iw + P_W) + fixed_first_start(K_W, S_W, P_W) + i32(jw * S_W);
+                let ow = u32(max(sw, 0)) / S_W;
+                if sh >= 0 && sw >= 0 && oh < OUT_H && ow < OUT_W {
+                    let o = b.output_base + (od * OUT_H + oh) * OUT_W + ow;
+                    let index = indices[params.bases.z + o];
+                    let g = grad_output[params.bases.x + o];
+                    has_nan = has_nan | is_nan(g);
+                    // Columns 0..3 of the block in this window; each pair tested only if both.
+                    let w0 = fixed_covers(jw, 0u, K_W, S_W, P_W);
+                    let w1 = fixed_covers(jw, 1u, K_W, S_W, P_W);
+                    let w2 = fixed_covers(jw, 2u, K_W, S_W, P_W);
+                    let w3 = fixed_covers(jw, 3u, K_W, S_W, P_W);
+                    if h0 && w0 {
+                        acc0.x = acc0.x + select(T(0.0), g, index == b.pos.x);
+                    }
+                    if h0 && w1 {
+                        acc0.y = acc0.y + select(T(0.0), g, index == b.pos.y);
+                    }
+                    if h0 && w2 {
+                        acc0.z = acc0.z + select(T(0.0), g, index == b.pos.z);
+                    }
+                    if h0 && w3 {
+                        acc0.w = acc0.w + select(T(0.0), g, index == b.pos.w);
+                    }
+                    if h1 && w0 {
+                        acc1.x = acc1.x + select(T(0.0), g, index == pos1.x && second);
+                    }
+                    if h1 && w1 {
+                        acc1.y = acc1.y + select(T(0.0), g, index == pos1.y && second);
+                    }
+                    if h1 && w2 {
+                        acc1.z = acc1.z + select(T(0.0), g, index == pos1.z && second);
+                    }
+                    if h1 && w3 {
+                        acc1.w = acc1.w + select(T(0.0), g, index == pos1.w && second);
+                    }
+                    let a = anchor(axis_w(), ow);
+                    let a_h = anchor(axis_h(), oh);
+                    if a >= b.iw && a < b.iw + 4u && a_h >= b.ih && a_h <= b.ih_last && b.id == anchor(axis_d(), od) {
+                        invalid += select(1u, 0u, index_valid(od, oh, ow, index));
+                    }
+                }
+            }
+        }
+    }
+    let no = vec4<T>(0.0);
+    return BlockSums(acc0, no, vec4<bool>(has_nan, false, false, false), acc1, no, vec4<bool>(false), invalid);
+}
+
 @compute @workgroup_size(256)
 fn max_pool_backward_rows(
     @builtin(workgroup_id) workgroup: vec3<u32>,
@@ -145,7 +246,12 @@ fn max_pool_backward_rows(
         vec2<u32>(first_window(axis_h(), ih), last_window(axis_h(), ih_last)),
         vec2<u32>(first_window(axis_w(), iw), last_window(axis_w(), iw + 3u)),
     );
-    var r = block_sums(SINGLE_PASS, true, b);
+    var r: BlockSums;
+    if FIXED_COVER && !SINGLE_PASS {
+        r = block_sums_fixed(b);
+    } else {
+        r = block_sums(SINGLE_PASS, true, b);
+    }
     if r.invalid != 0u {
         atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }

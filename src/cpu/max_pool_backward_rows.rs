@@ -21,6 +21,15 @@ pub fn gather_block_rows(g: &Geometry) -> usize {
     g.axes[1].input.min(2)
 }
 
+/// Whether blocks of `rows` rows (four columns) meet the windows at one phase, so that the
+/// shader may fix at compile time which elements each window can cover (`FIXED_COVER`): dilation
+/// 1 on H and W, S_H dividing `rows` and S_W dividing 4. The sums are the same either way; this
+/// mirror tests every pair.
+pub fn fixed_cover_applies(g: &Geometry, rows: usize) -> bool {
+    let [_, h, w] = g.axes;
+    h.dilation == 1 && w.dilation == 1 && rows.is_multiple_of(h.stride) && 4usize.is_multiple_of(w.stride)
+}
+
 /// Invocations for `groups` planes in blocks of `rows` rows (blocks of rows of every D slice, four
 /// columns wide).
 pub fn gather_rows_invocations(g: &Geometry, groups: usize, rows: usize) -> usize {

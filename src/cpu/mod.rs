@@ -61,7 +61,7 @@ pub mod reference {
         cell_size, cells_eligible, cells_invocations, max_pool_backward_cells, max_pool_backward_cells_invocation,
     };
     pub use super::max_pool_backward_rows::{
-        gather_block_rows, gather_rows_eligible, gather_rows_invocations, max_pool_backward_rows,
+        fixed_cover_applies, gather_block_rows, gather_rows_eligible, gather_rows_invocations, max_pool_backward_rows,
         max_pool_backward_rows_invocation,
     };
     pub use super::max_pool_backward_shared::{

@@ -203,12 +203,17 @@ pub struct Variant {
     /// slower per pass (divisions by sizes go through magic numbers, window loops keep runtime
     /// trip counts).
     pub generic: bool,
+    /// For [`Kernel::BackwardRows`] with dilation 1 on H and W, S_H dividing the block's rows
+    /// and S_W dividing 4 (`FIXED_COVER`): every block meets the windows at the same phase, so
+    /// which of its elements each window can cover is fixed when the pipeline is compiled and
+    /// the plain pass tests only those pairs (case B: 18 of 48 per block). Same bits.
+    pub fixed_cover: bool,
 }
 
 impl Variant {
     /// `kernel` at `width`, one row per block.
     pub fn new(kernel: Kernel, width: LaneWidth) -> Self {
-        Self { kernel, width, block_rows: 1, single_pass: false, generic: false }
+        Self { kernel, width, block_rows: 1, single_pass: false, generic: false, fixed_cover: false }
     }
 
     /// The generic form of the kernel that stands in for this one in a shape's first calls, at
@@ -226,8 +231,9 @@ impl Variant {
 
     /// A short name: the entry point without `max_pool_`, then `/2rows` for two-row gather
     /// blocks, ` x4` for four channels per invocation, ` single-pass` for
-    /// [`Variant::single_pass`] and ` generic` for [`Variant::generic`] (`backward_rows/2rows`,
-    /// `forward x4`, `backward x4 single-pass`, `forward generic`).
+    /// [`Variant::single_pass`], ` fixed` for [`Variant::fixed_cover`] and ` generic` for
+    /// [`Variant::generic`] (`backward_rows/2rows`, `forward x4`, `backward x4 single-pass`,
+    /// `backward_rows/2rows fixed`, `forward generic`).
     pub fn name(&self) -> String {
         let mut name = self.kernel.entry_point().trim_start_matches("max_pool_").to_string();
         if self.block_rows != 1 {
@@ -238,6 +244,9 @@ impl Variant {
         }
         if self.single_pass {
             name += " single-pass";
+        }
+        if self.fixed_cover {
+            name += " fixed";
         }
         if self.generic {
             name += " generic";
@@ -401,7 +410,7 @@ pub fn constants(dtype: DType) -> [u32; 4] {
 ///
 /// A generic variant has only its switches here (`GENERIC`, `SINGLE_PASS`, `RANGED_TAPS`).
 pub fn override_constants(variant: Variant, g: &Geometry) -> Vec<(&'static str, f64)> {
-    let Variant { kernel, width, block_rows, single_pass, generic } = variant;
+    let Variant { kernel, width, block_rows, single_pass, generic, fixed_cover } = variant;
     if generic {
         return vec![
             ("GENERIC", 1.0),
@@ -422,7 +431,9 @@ pub fn override_constants(variant: Variant, g: &Geometry) -> Vec<(&'static str, 
             let [rows, columns] = tile(false);
             c.extend([("TILE_IH", rows as f64), ("TILE_IW", columns as f64)]);
         }
-        Kernel::BackwardRows => c.push(("BLOCK_ROWS", block_rows as f64)),
+        Kernel::BackwardRows => {
+            c.extend([("BLOCK_ROWS", block_rows as f64), ("FIXED_COVER", if fixed_cover { 1.0 } else { 0.0 })])
+        }
         Kernel::BackwardCells => {
             let [rows, columns] = crate::cpu::reference::cell_size(g);
             c.extend([("CELL_H", rows as f64), ("CELL_W", columns as f64)]);

@@ -369,10 +369,14 @@ impl Context {
             list.extend([four(Kernel::BackwardCells), four(Kernel::Backward)]);
         }
         list.push(one(Kernel::Backward));
-        // Each gather's single-pass twin right after it.
+        // Each gather's fixed-cover twin (where it applies), then its single-pass twin, right
+        // after it.
         let list = list.into_iter().flat_map(|v| {
+            let fixed = (v.kernel == Kernel::BackwardRows
+                && crate::cpu::reference::fixed_cover_applies(g, v.block_rows as usize))
+            .then_some(Variant { fixed_cover: true, ..v });
             let twin = v.kernel.has_nan_pass().then_some(Variant { single_pass: true, ..v });
-            std::iter::once(v).chain(twin)
+            std::iter::once(v).chain(fixed).chain(twin)
         });
         let mut list: Vec<Variant> = list.collect();
         if shared && !tiles_first {

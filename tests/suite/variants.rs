@@ -32,6 +32,18 @@ fn fixed_specs() -> Vec<PoolSpec> {
             InputShape::new(1, 2, [4, 5, 8]),
             PoolParams::new([2, 3, 3]).stride([1, 2, 1]).padding([1, 1, 1]).dilation([1, 1, 2]),
         ),
+        // Fixed-cover gathers at other phases: windows overlapping by two (k4 s2 p2); stride 1
+        // (one- and two-row blocks, odd height); no padding with ceil_mode; wide windows (k5
+        // s2 p2); windows with gaps between them (k3 s4 along W); 3-D.
+        PoolSpec::new(InputShape::nchw(1, 2, 7, 8), PoolParams::new([4, 4]).stride([2, 2]).padding([2, 2])),
+        PoolSpec::new(InputShape::nchw(2, 1, 5, 12), PoolParams::new([3, 3]).stride([1, 1]).padding([1, 1])),
+        PoolSpec::new(InputShape::nchw(1, 2, 10, 12), PoolParams::new([3, 3]).stride([2, 2]).ceil_mode(true)),
+        PoolSpec::new(InputShape::nchw(1, 1, 9, 16), PoolParams::new([5, 5]).stride([2, 2]).padding([2, 2])),
+        PoolSpec::new(InputShape::nchw(1, 2, 6, 16), PoolParams::new([3, 3]).stride([2, 4]).padding([1, 1])),
+        PoolSpec::new(
+            InputShape::new(1, 2, [3, 6, 8]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([0, 1, 1]),
+        ),
     ]
 }
 
@@ -196,6 +208,8 @@ fn every_listed_variant_matches_the_reference_on_every_adapter() {
         }
         for name in [
             "backward_rows/2rows",
+            "backward_rows/2rows fixed",
+            "backward_rows fixed",
             "backward_rows",
             "backward_cells x4",
             "backward x4",
@@ -239,6 +253,7 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
             names(base.backward_variants(&stem).unwrap()),
             [
                 "backward_rows/2rows",
+                "backward_rows/2rows fixed",
                 "backward_rows/2rows single-pass",
                 "backward_rows",
                 "backward_rows single-pass",
