@@ -266,6 +266,32 @@ fn div_ceil(x: u32, d: u32) -> u32 {
     return x / d + select(0u, 1u, x % d != 0u);
 }
 
+// Fixed cover, for the row-block and cell gathers (the host sets it where dilation is 1 on H and
+// W and the strides divide the block's rows and columns): every block starts at the same phase
+// against the windows, so which of its elements each of its windows can cover is known when the
+// pipeline is compiled, and the plain pass tests only those pairs (case B, 3×3/2: 18 of the 48
+// that a row block of 2 × 4 elements and its 6 windows make; 9 of the 16 of a 2 × 2 cell and its
+// 4). The same windows in the same order per element, so the same sums.
+override FIXED_COVER: bool = false;
+
+// On an axis of a fixed-cover block (dilation 1, the block's first element at a multiple of s):
+// where the first window that reaches the block starts, relative to the block's first element.
+// With φ = p mod s, that window is c = ceil((φ − k + 1) / s) windows after the one the block's
+// first element would start, so it starts c·s − φ from it.
+fn fixed_first_start(k: u32, s: u32, p: u32) -> i32 {
+    let phi = i32(p % s);
+    let n = phi - i32(k) + 1;
+    let c = select(-((-n) / i32(s)), (n + i32(s) - 1) / i32(s), n > 0);
+    return c * i32(s) - phi;
+}
+
+// Whether the block's j-th window on an axis covers the block's element e on it (all constants
+// once the loops are unrolled: the driver folds it).
+fn fixed_covers(j: u32, e: u32, k: u32, s: u32, p: u32) -> bool {
+    let start = fixed_first_start(k, s, p) + i32(j * s);
+    return start <= i32(e) && i32(e) < start + i32(k);
+}
+
 // The first window whose span reaches input coordinate i on axis a (windows span
 // [o*s - p, o*s - p + eff)).
 fn first_window(a: Axis, i: u32) -> u32 {

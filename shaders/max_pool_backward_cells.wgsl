@@ -135,6 +135,65 @@ fn cell_sums(exact: bool, validate: bool, c: Cell) -> CellSums {
     );
 }
 
+// The plain pass (with validation) of a fixed-cover cell (see `FIXED_COVER` in common.wgsl):
+// `cell_sums(false, true, c)`, testing only the position-window pairs that can meet. Windows are
+// numbered from the cell's first reaching one on each axis without clamping; those before the
+// first or after the last output are skipped (no `continue`: loops without one are unrolled,
+// which the fixed tests need).
+fn cell_sums_fixed(c: Cell) -> CellSums {
+    var acc00 = V(0.0);
+    var acc01 = V(0.0);
+    var acc10 = V(0.0);
+    var acc11 = V(0.0);
+    var has_nan = B(false);
+    var invalid = 0u;
+    for (var jd = 0u; jd < CAND_D; jd++) {
+        let od = c.d.x + jd;
+        if od > c.d.y {
+            break;
+        }
+        for (var jh = 0u; jh < CELL_WINDOWS_H; jh++) {
+            let sh = i32(c.ih + P_H) + fixed_first_start(K_H, S_H, P_H) + i32(jh * S_H);
+            let oh = u32(max(sh, 0)) / S_H;
+            let h0 = fixed_covers(jh, 0u, K_H, S_H, P_H);
+            let h1 = CELL_H > 1u && fixed_covers(jh, 1u, K_H, S_H, P_H);
+            for (var jw = 0u; jw < CELL_WINDOWS_W; jw++) {
+                let sw = i32(c.iw + P_W) + fixed_first_start(K_W, S_W, P_W) + i32(jw * S_W);
+                let ow = u32(max(sw, 0)) / S_W;
+                if sh >= 0 && sw >= 0 && oh < OUT_H && ow < OUT_W {
+                    let w0 = fixed_covers(jw, 0u, K_W, S_W, P_W);
+                    let w1 = CELL_W > 1u && fixed_covers(jw, 1u, K_W, S_W, P_W);
+                    let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
+                    let index = indices[c.index_base + o];
+                    let g = grad_output[c.output_base + o];
+                    has_nan = has_nan | is_nan(g);
+                    if h0 && w0 {
+                        acc00 = acc00 + select(V(0.0), g, index == I(c.p00));
+                    }
+                    if h0 && w1 {
+                        acc01 = acc01 + select(V(0.0), g, (index == I(c.p00 + 1u)) & B(c.column1));
+                    }
+                    if h1 && w0 {
+                        acc10 = acc10 + select(V(0.0), g, (index == I(c.p00 + IN_W)) & B(c.row1));
+                    }
+                    if h1 && w1 {
+                        let hit11 = (index == I(c.p00 + IN_W + 1u)) & B(c.column1 && c.row1);
+                        acc11 = acc11 + select(V(0.0), g, hit11);
+                    }
+                    let a_w = anchor(axis_w(), ow);
+                    let a_h = anchor(axis_h(), oh);
+                    if a_w >= c.iw && a_w <= c.iw_last && a_h >= c.ih && a_h <= c.ih_last && c.id == anchor(axis_d(), od) {
+                        invalid += count_false(index_valid(od, oh, ow, index));
+                    }
+                }
+            }
+        }
+    }
+    let no = V(0.0);
+    let clear = B(false);
+    return CellSums(acc00, no, has_nan, acc01, no, clear, acc10, no, clear, acc11, no, clear, invalid);
+}
+
 @compute @workgroup_size(256)
 fn max_pool_backward_cells(
     @builtin(workgroup_id) workgroup: vec3<u32>,
@@ -175,7 +234,12 @@ fn max_pool_backward_cells(
         vec2<u32>(first_window(axis_h(), ih), last_window(axis_h(), ih_last)),
         vec2<u32>(first_window(axis_w(), iw), last_window(axis_w(), iw_last)),
     );
-    var r = cell_sums(SINGLE_PASS, true, c);
+    var r: CellSums;
+    if FIXED_COVER && !SINGLE_PASS {
+        r = cell_sums_fixed(c);
+    } else {
+        r = cell_sums(SINGLE_PASS, true, c);
+    }
     if r.invalid != 0u {
         atomicAdd(&invalid_count[params.bases.w], r.invalid);
     }

@@ -26,31 +26,6 @@ override BLOCK_ROWS: u32 = 1u;
 override ROW_BLOCKS: u32 = (IN_H + BLOCK_ROWS - 1u) / BLOCK_ROWS;
 override BLOCK_WINDOWS_H: u32 = (BLOCK_ROWS - 1u + DIL_H * (K_H - 1u)) / S_H + 1u;
 
-// Fixed cover (the host sets it where dilation is 1 on H and W, S_H divides BLOCK_ROWS and S_W
-// divides 4): every block starts at the same phase against the windows, so which of its elements
-// each of its windows can cover is known when the pipeline is compiled, and the plain pass
-// tests only those pairs (case B, 3×3/2: 18 of the 48 a block of 2 × 4 elements and its 6
-// windows make). The same windows in the same order per element, so the same sums.
-override FIXED_COVER: bool = false;
-
-// On an axis of a fixed-cover block (dilation 1, the block's first element at a multiple of s):
-// where the first window that reaches the block starts, relative to the block's first element.
-// With φ = p mod s, that window is c = ceil((φ − k + 1) / s) windows after the one the block's
-// first element would start, so it starts c·s − φ from it.
-fn fixed_first_start(k: u32, s: u32, p: u32) -> i32 {
-    let phi = i32(p % s);
-    let n = phi - i32(k) + 1;
-    let c = select(-((-n) / i32(s)), (n + i32(s) - 1) / i32(s), n > 0);
-    return c * i32(s) - phi;
-}
-
-// Whether the block's j-th window on an axis covers the block's element e on it (all constants
-// once the loops are unrolled: the driver folds it).
-fn fixed_covers(j: u32, e: u32, k: u32, s: u32, p: u32) -> bool {
-    let start = fixed_first_start(k, s, p) + i32(j * s);
-    return start <= i32(e) && i32(e) < start + i32(k);
-}
-
 // The sums of a block's two rows (per element: see max_pool_backward.wgsl's `Gathered`).
 struct BlockSums {
     acc0: vec4<T>,

@@ -21,13 +21,14 @@ pub fn gather_block_rows(g: &Geometry) -> usize {
     g.axes[1].input.min(2)
 }
 
-/// Whether blocks of `rows` rows (four columns) meet the windows at one phase, so that the
-/// shader may fix at compile time which elements each window can cover (`FIXED_COVER`): dilation
-/// 1 on H and W, S_H dividing `rows` and S_W dividing 4. The sums are the same either way; this
-/// mirror tests every pair.
-pub fn fixed_cover_applies(g: &Geometry, rows: usize) -> bool {
+/// Whether blocks of `rows` × `columns` elements (row blocks: four columns; cells: see
+/// `cell_size`) meet the windows at one phase, so that the shaders may fix at compile time which
+/// elements each window can cover (`FIXED_COVER` in common.wgsl): dilation 1 on H and W, S_H
+/// dividing `rows` and S_W dividing `columns`. The sums are the same either way; the CPU mirrors
+/// test every pair.
+pub fn fixed_cover_applies(g: &Geometry, rows: usize, columns: usize) -> bool {
     let [_, h, w] = g.axes;
-    h.dilation == 1 && w.dilation == 1 && rows.is_multiple_of(h.stride) && 4usize.is_multiple_of(w.stride)
+    h.dilation == 1 && w.dilation == 1 && rows.is_multiple_of(h.stride) && columns.is_multiple_of(w.stride)
 }
 
 /// Invocations for `groups` planes in blocks of `rows` rows (blocks of rows of every D slice, four

@@ -203,10 +203,11 @@ pub struct Variant {
     /// slower per pass (divisions by sizes go through magic numbers, window loops keep runtime
     /// trip counts).
     pub generic: bool,
-    /// For [`Kernel::BackwardRows`] with dilation 1 on H and W, S_H dividing the block's rows
-    /// and S_W dividing 4 (`FIXED_COVER`): every block meets the windows at the same phase, so
-    /// which of its elements each window can cover is fixed when the pipeline is compiled and
-    /// the plain pass tests only those pairs (case B: 18 of 48 per block). Same bits.
+    /// For [`Kernel::BackwardRows`] and [`Kernel::BackwardCells`] with dilation 1 on H and W and
+    /// the strides dividing the block's rows and columns (`FIXED_COVER`): every block meets the
+    /// windows at the same phase, so which of its elements each window can cover is fixed when
+    /// the pipeline is compiled, and the plain pass tests only those pairs (case B: 18 of 48
+    /// per row block, 9 of 16 per cell). Same bits.
     pub fixed_cover: bool,
 }
 
@@ -436,7 +437,11 @@ pub fn override_constants(variant: Variant, g: &Geometry) -> Vec<(&'static str, 
         }
         Kernel::BackwardCells => {
             let [rows, columns] = crate::cpu::reference::cell_size(g);
-            c.extend([("CELL_H", rows as f64), ("CELL_W", columns as f64)]);
+            c.extend([
+                ("CELL_H", rows as f64),
+                ("CELL_W", columns as f64),
+                ("FIXED_COVER", if fixed_cover { 1.0 } else { 0.0 }),
+            ]);
         }
         _ => {}
     }

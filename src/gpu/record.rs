@@ -372,8 +372,14 @@ impl Context {
         // Each gather's fixed-cover twin (where it applies), then its single-pass twin, right
         // after it.
         let list = list.into_iter().flat_map(|v| {
-            let fixed = (v.kernel == Kernel::BackwardRows
-                && crate::cpu::reference::fixed_cover_applies(g, v.block_rows as usize))
+            let fixed = match v.kernel {
+                Kernel::BackwardRows => crate::cpu::reference::fixed_cover_applies(g, v.block_rows as usize, 4),
+                Kernel::BackwardCells => {
+                    let [rows, columns] = crate::cpu::reference::cell_size(g);
+                    crate::cpu::reference::fixed_cover_applies(g, rows, columns)
+                }
+                _ => false,
+            }
             .then_some(Variant { fixed_cover: true, ..v });
             let twin = v.kernel.has_nan_pass().then_some(Variant { single_pass: true, ..v });
             std::iter::once(v).chain(fixed).chain(twin)

@@ -44,6 +44,19 @@ fn fixed_specs() -> Vec<PoolSpec> {
             InputShape::new(1, 2, [3, 6, 8]),
             PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([0, 1, 1]),
         ),
+        // ... and fixed-cover cells (channels-last): stride 1, windows overlapping by two, no
+        // padding with ceil_mode, 3-D.
+        PoolSpec::new(InputShape::nchw(1, 4, 6, 7), PoolParams::new([3, 3]).stride([1, 1]).padding([1, 1]))
+            .layout(Layout::ChannelsLast),
+        PoolSpec::new(InputShape::nchw(1, 8, 5, 6), PoolParams::new([4, 4]).stride([2, 2]).padding([2, 2]))
+            .layout(Layout::ChannelsLast),
+        PoolSpec::new(InputShape::nchw(2, 4, 7, 9), PoolParams::new([3, 3]).stride([2, 2]).ceil_mode(true))
+            .layout(Layout::ChannelsLast),
+        PoolSpec::new(
+            InputShape::new(1, 4, [3, 5, 6]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([1, 1, 1]),
+        )
+        .layout(Layout::ChannelsLast),
     ]
 }
 
@@ -210,6 +223,7 @@ fn every_listed_variant_matches_the_reference_on_every_adapter() {
             "backward_rows/2rows",
             "backward_rows/2rows fixed",
             "backward_rows fixed",
+            "backward_cells x4 fixed",
             "backward_rows",
             "backward_cells x4",
             "backward x4",
@@ -282,6 +296,7 @@ fn the_first_listed_variant_is_the_default_and_options_reorder_the_list() {
                 "backward_tiled x4",
                 "backward_tiled",
                 "backward_cells x4",
+                "backward_cells x4 fixed",
                 "backward_cells x4 single-pass",
                 "backward x4",
                 "backward x4 single-pass",
