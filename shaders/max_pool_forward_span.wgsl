@@ -48,12 +48,16 @@ fn max_pool_forward_span(
     var best = vec4<T>(0.0);
     var arg = vec4<u32>(NO_INDEX);
     var found = vec4<bool>(false);
-    for (var kd = 0u; kd < K_D; kd++) {
+    // D and H windows of more than RANGED_TAPS_ABOVE taps visit only their real taps (the same
+    // ones in the same order).
+    let taps_d = real_taps(axis_d(), od);
+    let taps_h = real_taps(axis_h(), oh);
+    for (var kd = taps_d.x; kd < taps_d.y; kd++) {
         let zd = od * S_D + kd * DIL_D;
         if zd < P_D || zd >= IN_D + P_D {
             continue;
         }
-        for (var kh = 0u; kh < K_H; kh++) {
+        for (var kh = taps_h.x; kh < taps_h.y; kh++) {
             let zh = oh * S_H + kh * DIL_H;
             if zh < P_H || zh >= IN_H + P_H {
                 continue;

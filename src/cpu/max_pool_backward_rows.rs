@@ -24,11 +24,19 @@ pub fn gather_block_rows(g: &Geometry) -> usize {
 /// Whether blocks of `rows` × `columns` elements (row blocks: four columns; cells: see
 /// `cell_size`) meet the windows at one phase, so that the shaders may fix at compile time which
 /// elements each window can cover (`FIXED_COVER` in common.wgsl): dilation 1 on H and W, S_H
-/// dividing `rows` and S_W dividing `columns`. The sums are the same either way; the CPU mirrors
-/// test every pair.
+/// dividing `rows` and S_W dividing `columns`, and windows of at most
+/// [`RANGED_TAPS_ABOVE`](crate::gpu::kernels::RANGED_TAPS_ABOVE) taps on H and W (the fixed
+/// loops run over every window that may reach a block, and their `i32` window starts must not
+/// wrap). The sums are the same either way; the CPU mirrors test every pair.
 pub fn fixed_cover_applies(g: &Geometry, rows: usize, columns: usize) -> bool {
     let [_, h, w] = g.axes;
-    h.dilation == 1 && w.dilation == 1 && rows.is_multiple_of(h.stride) && columns.is_multiple_of(w.stride)
+    let small = |a: &crate::params::Axis| a.kernel <= crate::gpu::kernels::RANGED_TAPS_ABOVE;
+    h.dilation == 1
+        && w.dilation == 1
+        && small(&h)
+        && small(&w)
+        && rows.is_multiple_of(h.stride)
+        && columns.is_multiple_of(w.stride)
 }
 
 /// Invocations for `groups` planes in blocks of `rows` rows (blocks of rows of every D slice, four

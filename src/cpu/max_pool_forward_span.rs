@@ -4,6 +4,7 @@
 //! columns. Per output it is the computation of `max_pool_forward.rs` (the update rule on the same
 //! taps in the same order); the shader's value is the selected tap.
 
+use super::max_pool_backward::real_taps;
 use super::max_pool_forward_rows::rows_eligible;
 use crate::element::Element;
 use crate::params::{Axis, Geometry, NO_INDEX};
@@ -45,12 +46,14 @@ pub fn max_pool_forward_span_invocation<T: Element>(g: &Geometry, input: &[T], t
     let mut best = [T::ZERO; 4];
     let mut arg = [NO_INDEX; 4];
     let mut found = [false; 4];
-    for kd in 0..ad.kernel {
+    // The real taps only, as the shader does for windows of more than 64 taps (the same taps in
+    // the same order).
+    for kd in real_taps(&ad, od) {
         let zd = od * ad.stride + kd * ad.dilation;
         if zd < ad.padding || zd >= ad.input + ad.padding {
             continue;
         }
-        for kh in 0..ah.kernel {
+        for kh in real_taps(&ah, oh) {
             let zh = oh * ah.stride + kh * ah.dilation;
             if zh < ah.padding || zh >= ah.input + ah.padding {
                 continue;

@@ -44,6 +44,12 @@ fn fixed_specs() -> Vec<PoolSpec> {
             InputShape::new(1, 2, [3, 6, 8]),
             PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([0, 1, 1]),
         ),
+        // Windows of 2^32 − 4 rows, mostly padding: the ranged tap loops (and no fixed cover,
+        // whose window numbering is in i32).
+        PoolSpec::new(
+            InputShape::nchw(1, 1, 4, 4),
+            PoolParams::new([u32::MAX as usize - 3, 1]).stride([1, 1]).padding([(1 << 31) - 2, 0]),
+        ),
         // ... and fixed-cover cells (channels-last): stride 1, windows overlapping by two, no
         // padding with ceil_mode, 3-D.
         PoolSpec::new(InputShape::nchw(1, 4, 6, 7), PoolParams::new([3, 3]).stride([1, 1]).padding([1, 1]))
