@@ -274,22 +274,33 @@ fn div_ceil(x: u32, d: u32) -> u32 {
 // 4). The same windows in the same order per element, so the same sums.
 override FIXED_COVER: bool = false;
 
-// On an axis of a fixed-cover block (dilation 1, the block's first element at a multiple of s):
-// where the first window that reaches the block starts, relative to the block's first element.
-// With φ = p mod s, that window is c = ceil((φ − k + 1) / s) windows after the one the block's
-// first element would start, so it starts c·s − φ from it.
-fn fixed_first_start(k: u32, s: u32, p: u32) -> i32 {
-    let phi = i32(p % s);
-    let n = phi - i32(k) + 1;
-    let c = select(-((-n) / i32(s)), (n + i32(s) - 1) / i32(s), n > 0);
-    return c * i32(s) - phi;
+// On axis a of a fixed-cover block (dilation 1, the block's first element at a multiple of the
+// stride s): where the first window that reaches the block starts, relative to the block's first
+// element. With φ = padding mod s, that window is c = ceil((φ − k + 1) / s) windows after the one
+// the block's first element would start, so it starts c·s − φ from it.
+fn fixed_first_start(a: Axis) -> i32 {
+    let s = i32(a.stride);
+    let phi = i32(a.padding % a.stride);
+    let n = phi - i32(a.kernel) + 1;
+    let c = select(-((-n) / s), (n + s - 1) / s, n > 0);
+    return c * s - phi;
 }
 
-// Whether the block's j-th window on an axis covers the block's element e on it (all constants
+// Whether the block's j-th window on axis a covers the block's element e on it (all constants
 // once the loops are unrolled: the driver folds it).
-fn fixed_covers(j: u32, e: u32, k: u32, s: u32, p: u32) -> bool {
-    let start = fixed_first_start(k, s, p) + i32(j * s);
-    return start <= i32(e) && i32(e) < start + i32(k);
+fn fixed_covers(a: Axis, j: u32, e: u32) -> bool {
+    let start = fixed_first_start(a) + i32(j * a.stride);
+    return start <= i32(e) && i32(e) < start + i32(a.kernel);
+}
+
+// The j-th window on axis a of a fixed-cover block whose first element is at coordinate i,
+// numbered from the first that reaches the block without clamping: its index, and 1 if it exists
+// (from the first output to the last), else 0.
+fn fixed_window(a: Axis, i: u32, j: u32) -> vec2<u32> {
+    // The window's start plus the padding: o · stride, negative before the first window.
+    let z = i32(i + a.padding) + fixed_first_start(a) + i32(j * a.stride);
+    let o = u32(max(z, 0)) / a.stride;
+    return vec2<u32>(o, select(0u, 1u, z >= 0 && o < a.output));
 }
 
 // The first window whose span reaches input coordinate i on axis a (windows span

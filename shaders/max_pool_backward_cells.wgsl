@@ -153,16 +153,16 @@ fn cell_sums_fixed(c: Cell) -> CellSums {
             break;
         }
         for (var jh = 0u; jh < CELL_WINDOWS_H; jh++) {
-            let sh = i32(c.ih + P_H) + fixed_first_start(K_H, S_H, P_H) + i32(jh * S_H);
-            let oh = u32(max(sh, 0)) / S_H;
-            let h0 = fixed_covers(jh, 0u, K_H, S_H, P_H);
-            let h1 = CELL_H > 1u && fixed_covers(jh, 1u, K_H, S_H, P_H);
+            let wh = fixed_window(axis_h(), c.ih, jh);
+            let oh = wh.x;
+            let h0 = fixed_covers(axis_h(), jh, 0u);
+            let h1 = CELL_H > 1u && fixed_covers(axis_h(), jh, 1u);
             for (var jw = 0u; jw < CELL_WINDOWS_W; jw++) {
-                let sw = i32(c.iw + P_W) + fixed_first_start(K_W, S_W, P_W) + i32(jw * S_W);
-                let ow = u32(max(sw, 0)) / S_W;
-                if sh >= 0 && sw >= 0 && oh < OUT_H && ow < OUT_W {
-                    let w0 = fixed_covers(jw, 0u, K_W, S_W, P_W);
-                    let w1 = CELL_W > 1u && fixed_covers(jw, 1u, K_W, S_W, P_W);
+                let ww = fixed_window(axis_w(), c.iw, jw);
+                let ow = ww.x;
+                if wh.y == 1u && ww.y == 1u {
+                    let w0 = fixed_covers(axis_w(), jw, 0u);
+                    let w1 = CELL_W > 1u && fixed_covers(axis_w(), jw, 1u);
                     let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;
                     let index = indices[c.index_base + o];
                     let g = grad_output[c.output_base + o];

@@ -131,27 +131,27 @@ fn block_sums_fixed(b: Block) -> BlockSums {
         if od > b.d.y {
             break;
         }
+        // (No `continue` in these loops: loops without one are unrolled, which the fixed tests
+        // need.)
         for (var jh = 0u; jh < BLOCK_WINDOWS_H; jh++) {
-            // The window's start plus the padding: oh · S_H, or negative before the first
-            // window (no `continue`: loops without one are unrolled, which the fixed tests need).
-            let sh = i32(b.ih + P_H) + fixed_first_start(K_H, S_H, P_H) + i32(jh * S_H);
-            let oh = u32(max(sh, 0)) / S_H;
+            let wh = fixed_window(axis_h(), b.ih, jh);
+            let oh = wh.x;
             // Rows 0 and 1 of the block in this window.
-            let h0 = fixed_covers(jh, 0u, K_H, S_H, P_H);
-            let h1 = BLOCK_ROWS > 1u && fixed_covers(jh, 1u, K_H, S_H, P_H);
+            let h0 = fixed_covers(axis_h(), jh, 0u);
+            let h1 = BLOCK_ROWS > 1u && fixed_covers(axis_h(), jh, 1u);
             for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
-                let sw = i32(b.iw + P_W) + fixed_first_start(K_W, S_W, P_W) + i32(jw * S_W);
-                let ow = u32(max(sw, 0)) / S_W;
-                if sh >= 0 && sw >= 0 && oh < OUT_H && ow < OUT_W {
+                let ww = fixed_window(axis_w(), b.iw, jw);
+                let ow = ww.x;
+                if wh.y == 1u && ww.y == 1u {
                     let o = b.output_base + (od * OUT_H + oh) * OUT_W + ow;
                     let index = indices[params.bases.z + o];
                     let g = grad_output[params.bases.x + o];
                     has_nan = has_nan | is_nan(g);
                     // Columns 0..3 of the block in this window; each pair tested only if both.
-                    let w0 = fixed_covers(jw, 0u, K_W, S_W, P_W);
-                    let w1 = fixed_covers(jw, 1u, K_W, S_W, P_W);
-                    let w2 = fixed_covers(jw, 2u, K_W, S_W, P_W);
-                    let w3 = fixed_covers(jw, 3u, K_W, S_W, P_W);
+                    let w0 = fixed_covers(axis_w(), jw, 0u);
+                    let w1 = fixed_covers(axis_w(), jw, 1u);
+                    let w2 = fixed_covers(axis_w(), jw, 2u);
+                    let w3 = fixed_covers(axis_w(), jw, 3u);
                     if h0 && w0 {
                         acc0.x = acc0.x + select(T(0.0), g, index == b.pos.x);
                     }
