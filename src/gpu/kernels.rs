@@ -737,9 +737,8 @@ impl Kernels {
     /// compiled, queued or the queue is full ([`BACKGROUND_QUEUE_LIMIT`]), and starts that
     /// thread if none runs. The thread compiles each queued pipeline, runs it once on nothing
     /// (see [`Kernels::record_warm_up`]), waits for that (at most `timeout`, polling without
-    /// blocking: see [`wait_polling`]) and only then, if
-    /// no error came up, puts it in the cache; [`Kernels::tiered`] runs the generic stand-in
-    /// meanwhile. A compile that fails (out of memory, a lost device, a timeout) leaves nothing
+    /// blocking: see [`wait_polling`]) and only then, if no error came up, puts it in the cache;
+    /// [`Kernels::tiered`] runs the generic stand-in meanwhile. A compile that fails (out of memory, a lost device, a timeout) leaves nothing
     /// in the cache, so the next pass compiles again, where its error is reported.
     #[cfg(not(target_arch = "wasm32"))]
     #[allow(clippy::too_many_arguments)]
@@ -775,8 +774,10 @@ impl Kernels {
             Ok(_) => background.worker = true,
             // No thread to be had: the passes compile it themselves, as without this option.
             Err(_) => {
-                background.jobs.clear();
-                self.compiling.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                let mut compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+                for job in background.jobs.drain(..) {
+                    compiling.remove(&job.key);
+                }
             }
         }
     }
