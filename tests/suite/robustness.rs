@@ -1009,35 +1009,9 @@ fn robustness_lost_device_fails_fast() {
         let ctx = pollster::block_on(Context::from_adapter(&adapter, &options)).expect("context");
         let case = Case::start(&ctx);
         assert_works(&ctx, "before the loss");
-        let (spec, x, go) = small_problem();
-        let idx = reference::forward(&spec, &x).unwrap().indices;
-        let kept = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("made before the loss"),
-            size: 4096,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let kept = buffer_for_after_the_loss(&ctx);
         ctx.device().destroy();
-        let n = name.clone();
-        within(&format!("[{name}] calls after destroy"), Duration::from_secs(60), move || {
-            for round in 0..3 {
-                let start = Instant::now();
-                let f = ctx.forward(&spec, &x);
-                let b = ctx.backward(&spec, &go, &idx);
-                let mut encoder = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-                let buffers = ForwardBuffers { input: (&kept).into(), values: (&kept).into(), indices: (&kept).into() };
-                let r = ctx.record_forward(&mut encoder, &spec, DType::F32, &buffers, RecordOptions::default());
-                let w = ctx.wait(None);
-                for (what, e) in [("forward", f.err()), ("backward", b.err()), ("record_forward", r.err())] {
-                    assert!(
-                        matches!(e, Some(Error::DeviceLost(_))),
-                        "[{n}] round {round}: {what} after destroy: {e:?}"
-                    );
-                }
-                assert!(matches!(w, Err(Error::DeviceLost(_))), "[{n}] wait after destroy: {w:?}");
-                assert!(start.elapsed() < Duration::from_secs(5), "[{n}] slow: {:?}", start.elapsed());
-            }
-        });
+        assert_device_lost_at_once(ctx, &name, kept);
         // A device of the caller's own (wgpu's default handler panics on uncaptured errors).
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
         let ctx = Context::from_device(device, queue);
@@ -1072,31 +1046,53 @@ fn robustness_lost_device_after_polls_and_background_compiles() {
             let (spec, x, go) = small_problem();
             let out = ctx.forward(&spec, &x).unwrap();
             ctx.backward(&spec, &go, &out.indices).unwrap();
+            let kept = buffer_for_after_the_loss(&ctx);
             if !background_compiles {
                 // The uploads' staging buffers finish mapping again.
                 ctx.device().poll(wgpu::PollType::Wait { submission_index: None, timeout: None }).unwrap();
             }
             // With background compiles, the thread may still be polling while the calls below run.
             ctx.device().destroy();
-            let n = name.clone();
-            within(&format!("[{name}] calls after destroy"), Duration::from_secs(60), move || {
-                for round in 0..3 {
-                    let start = Instant::now();
-                    let f = ctx.forward(&spec, &x);
-                    let b = ctx.backward(&spec, &go, &out.indices);
-                    for (what, e) in [("forward", f.err()), ("backward", b.err())] {
-                        assert!(
-                            matches!(e, Some(Error::DeviceLost(_))),
-                            "[{n}] round {round}: {what} after destroy: {e:?}"
-                        );
-                    }
-                    assert!(start.elapsed() < Duration::from_secs(5), "[{n}] slow: {:?}", start.elapsed());
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
+            assert_device_lost_at_once(ctx, &name, kept);
             case.pass();
         }
     }
+}
+
+/// A buffer made before the loss, for [`assert_device_lost_at_once`]'s encoder-level calls.
+fn buffer_for_after_the_loss(ctx: &Context) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("made before the loss"),
+        size: 4096,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// On `ctx`, whose device wgpool created and which has just been destroyed: three rounds of host
+/// and encoder-level calls and a wait on `small_problem`, each `DeviceLost` within 5 s.
+fn assert_device_lost_at_once(ctx: Context, name: &str, kept: wgpu::Buffer) {
+    let n = name.to_string();
+    within(&format!("[{name}] calls after destroy"), Duration::from_secs(60), move || {
+        let (spec, x, go) = small_problem();
+        let idx = reference::forward(&spec, &x).unwrap().indices;
+        for round in 0..3 {
+            let start = Instant::now();
+            let f = ctx.forward(&spec, &x);
+            let b = ctx.backward(&spec, &go, &idx);
+            let mut encoder = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            let buffers = ForwardBuffers { input: (&kept).into(), values: (&kept).into(), indices: (&kept).into() };
+            let r = ctx.record_forward(&mut encoder, &spec, DType::F32, &buffers, RecordOptions::default());
+            let w = ctx.wait(None);
+            for (what, e) in [("forward", f.err()), ("backward", b.err()), ("record_forward", r.err())] {
+                assert!(matches!(e, Some(Error::DeviceLost(_))), "[{n}] round {round}: {what} after destroy: {e:?}");
+            }
+            assert!(matches!(w, Err(Error::DeviceLost(_))), "[{n}] wait after destroy: {w:?}");
+            assert!(start.elapsed() < Duration::from_secs(5), "[{n}] slow: {:?}", start.elapsed());
+            // Give a background thread time to poll between rounds.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
 }
 
 /// `ContextOptions::timeout`: a wait longer than the timeout is `Error::Timeout`, and the context
