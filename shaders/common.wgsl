@@ -293,6 +293,35 @@ fn fixed_covers(a: Axis, j: u32, e: u32) -> bool {
     return start <= i32(e) && i32(e) < start + i32(a.kernel);
 }
 
+// Whether a fixed-cover block whose first element is at coordinate i on axis a anchors its j-th
+// window there (see `anchor`), without computing the anchor: the window's start relative to the
+// block, r, is known when the pipeline is compiled. At r ≥ 0 the anchor is the start itself,
+// which must fall on one of the block's real elements (`last`: its last real one, relative);
+// before the block, the anchor is either coordinate 0 (a window starting in the padding), which
+// is the block at i = 0's, or an element of an earlier block.
+fn fixed_anchors(a: Axis, i: u32, j: u32, last: u32) -> bool {
+    let r = fixed_first_start(a) + i32(j * a.stride);
+    return select(i == 0u, u32(r) <= last, r >= 0);
+}
+
+// `index_valid` for the fixed-cover blocks (dilation 1 on H and W) where D has dilation 1 too.
+// With dilation 1 on every axis and padding ≤ kernel / 2 every window has a real tap, so −1 is
+// never valid, and coordinate x is one of window o's taps when x + p − o·s < k (u32, wrapping),
+// one comparison per axis.
+fn fixed_index_valid(od: u32, oh: u32, ow: u32, index: I) -> B {
+    if DIL_D != 1u {
+        return index_valid(od, oh, ow, index);
+    }
+    let iw = index % IN_W;
+    let rows = index / IN_W;
+    let ih = rows % IN_H;
+    let id = rows / IN_H;
+    let w = iw + I(P_W - ow * S_W) < I(K_W);
+    let h = ih + I(P_H - oh * S_H) < I(K_H);
+    let d = id + I(P_D - od * S_D) < I(K_D);
+    return (index < I(IN_D * IN_H * IN_W)) & w & h & d;
+}
+
 // The j-th window on axis a of a fixed-cover block whose first element is at coordinate i,
 // numbered from the first that reaches the block without clamping: its index, and 1 if it exists
 // (from the first output to the last), else 0.

@@ -157,6 +157,8 @@ fn cell_sums_fixed(c: Cell) -> CellSums {
             let oh = wh.x;
             let h0 = fixed_covers(axis_h(), jh, 0u);
             let h1 = CELL_H > 1u && fixed_covers(axis_h(), jh, 1u);
+            // Whether the cell anchors this row of windows (and this slice: `anchor` on D).
+            let anchors_dh = fixed_anchors(axis_h(), c.ih, jh, c.ih_last - c.ih) && c.id == anchor(axis_d(), od);
             for (var jw = 0u; jw < CELL_WINDOWS_W; jw++) {
                 let ww = fixed_window(axis_w(), c.iw, jw);
                 let ow = ww.x;
@@ -180,10 +182,8 @@ fn cell_sums_fixed(c: Cell) -> CellSums {
                         let hit11 = (index == I(c.p00 + IN_W + 1u)) & B(c.column1 && c.row1);
                         acc11 = acc11 + select(V(0.0), g, hit11);
                     }
-                    let a_w = anchor(axis_w(), ow);
-                    let a_h = anchor(axis_h(), oh);
-                    if a_w >= c.iw && a_w <= c.iw_last && a_h >= c.ih && a_h <= c.ih_last && c.id == anchor(axis_d(), od) {
-                        invalid += count_false(index_valid(od, oh, ow, index));
+                    if anchors_dh && fixed_anchors(axis_w(), c.iw, jw, c.iw_last - c.iw) {
+                        invalid += count_false(fixed_index_valid(od, oh, ow, index));
                     }
                 }
             }

@@ -139,6 +139,8 @@ fn block_sums_fixed(b: Block) -> BlockSums {
             // Rows 0 and 1 of the block in this window.
             let h0 = fixed_covers(axis_h(), jh, 0u);
             let h1 = BLOCK_ROWS > 1u && fixed_covers(axis_h(), jh, 1u);
+            // Whether the block anchors this row of windows (and this slice: `anchor` on D).
+            let anchors_dh = fixed_anchors(axis_h(), b.ih, jh, b.ih_last - b.ih) && b.id == anchor(axis_d(), od);
             for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
                 let ww = fixed_window(axis_w(), b.iw, jw);
                 let ow = ww.x;
@@ -176,10 +178,8 @@ fn block_sums_fixed(b: Block) -> BlockSums {
                     if h1 && w3 {
                         acc1.w = acc1.w + select(T(0.0), g, index == pos1.w && second);
                     }
-                    let a = anchor(axis_w(), ow);
-                    let a_h = anchor(axis_h(), oh);
-                    if a >= b.iw && a < b.iw + 4u && a_h >= b.ih && a_h <= b.ih_last && b.id == anchor(axis_d(), od) {
-                        invalid += select(1u, 0u, index_valid(od, oh, ow, index));
+                    if anchors_dh && fixed_anchors(axis_w(), b.iw, jw, 3u) {
+                        invalid += select(1u, 0u, fixed_index_valid(od, oh, ow, index));
                     }
                 }
             }

@@ -124,3 +124,102 @@ pub fn max_pool_backward_rows<T: Element>(
         .map(|t| max_pool_backward_rows_invocation(g, rows, grad_output, indices, grad_input, t))
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Axis;
+    use crate::{InputShape, PoolParams, PoolSpec};
+
+    /// `fixed_first_start` of `shaders/common.wgsl`.
+    fn fixed_first_start(a: &Axis) -> i64 {
+        let s = a.stride as i64;
+        let phi = (a.padding % a.stride) as i64;
+        let n = phi - a.kernel as i64 + 1;
+        let c = if n > 0 { (n + s - 1) / s } else { -((-n) / s) };
+        c * s - phi
+    }
+
+    /// `fixed_window` of `shaders/common.wgsl`: window `j` of the block at `i`, if it exists.
+    fn fixed_window(a: &Axis, i: usize, j: usize) -> Option<usize> {
+        let z = (i + a.padding) as i64 + fixed_first_start(a) + (j * a.stride) as i64;
+        let o = z.max(0) as usize / a.stride;
+        (z >= 0 && o < a.output).then_some(o)
+    }
+
+    /// `fixed_covers` of `shaders/common.wgsl`: whether window `j` of a block covers its element
+    /// `e`.
+    fn fixed_covers(a: &Axis, j: usize, e: usize) -> bool {
+        let start = fixed_first_start(a) + (j * a.stride) as i64;
+        start <= e as i64 && (e as i64) < start + a.kernel as i64
+    }
+
+    /// `fixed_anchors` of `shaders/common.wgsl` (`last`: the block's last real element, relative).
+    fn fixed_anchors(a: &Axis, i: usize, j: usize, last: usize) -> bool {
+        let r = fixed_first_start(a) + (j * a.stride) as i64;
+        if r >= 0 { r as usize <= last } else { i == 0 }
+    }
+
+    /// On every small 1-D geometry that the fixed-cover gathers take (dilation 1, the stride
+    /// dividing the block), for blocks of 1, 2 and 4 elements: the block's fixed windows (in
+    /// order, each once) include every window whose span reaches a real element of the block,
+    /// `fixed_covers` says which of those elements each one spans, and the windows that
+    /// `fixed_anchors` picks are exactly those whose `anchor` lies on one of them.
+    #[test]
+    fn fixed_windows_and_anchors_match_the_spans_and_anchors() {
+        let mut checked = 0;
+        for input in 1..=13 {
+            for kernel in 1..=6 {
+                for stride in [1, 2, 4] {
+                    for padding in 0..=kernel / 2 {
+                        for ceil_mode in [false, true] {
+                            let params =
+                                PoolParams::new([kernel]).stride([stride]).padding([padding]).ceil_mode(ceil_mode);
+                            let Ok(g) = PoolSpec::new(InputShape::new(1, 1, [input]), params).validate() else {
+                                continue;
+                            };
+                            let a = g.axes[2];
+                            for size in [1, 2, 4].into_iter().filter(|s| s % stride == 0) {
+                                // BLOCK_WINDOWS_W / CELL_WINDOWS_* at dilation 1.
+                                let windows = (size - 1 + kernel - 1) / stride + 1;
+                                for i in (0..input).step_by(size) {
+                                    let last = (i + size - 1).min(input - 1) - i;
+                                    let reach: Vec<usize> = (0..a.output)
+                                        .filter(|&o| {
+                                            let start = (o * stride) as i64 - padding as i64;
+                                            start <= (i + last) as i64 && start + kernel as i64 > i as i64
+                                        })
+                                        .collect();
+                                    let spans = |o: usize, x: usize| {
+                                        let start = (o * stride) as i64 - padding as i64;
+                                        start <= x as i64 && (x as i64) < start + kernel as i64
+                                    };
+                                    let fixed: Vec<(usize, usize)> =
+                                        (0..windows).filter_map(|j| fixed_window(&a, i, j).map(|o| (j, o))).collect();
+                                    let os: Vec<usize> = fixed.iter().map(|&(_, o)| o).collect();
+                                    assert!(os.windows(2).all(|w| w[0] < w[1]), "{a:?} block {i} of {size}: {os:?}");
+                                    assert!(reach.iter().all(|o| os.contains(o)), "{a:?} block {i} of {size}: {os:?}");
+                                    for &(j, o) in &fixed {
+                                        for e in 0..=last {
+                                            let name = format!("{a:?} block {i} of {size}, window {o}, element {e}");
+                                            assert_eq!(fixed_covers(&a, j, e), spans(o, i + e), "{name}");
+                                        }
+                                    }
+                                    let anchored: Vec<usize> = (0..windows)
+                                        .filter(|&j| fixed_window(&a, i, j).is_some() && fixed_anchors(&a, i, j, last))
+                                        .map(|j| fixed_window(&a, i, j).unwrap())
+                                        .collect();
+                                    let want: Vec<usize> =
+                                        (0..a.output).filter(|&o| (i..=i + last).contains(&anchor(&a, o))).collect();
+                                    assert_eq!(anchored, want, "{a:?} block {i} of {size}: anchored windows");
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} blocks");
+    }
+}

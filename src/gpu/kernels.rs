@@ -207,7 +207,9 @@ pub struct Variant {
     /// the strides dividing the block's rows and columns (`FIXED_COVER`): every block meets the
     /// windows at the same phase, so which of its elements each window can cover is fixed when
     /// the pipeline is compiled, and the plain pass tests only those pairs (case B: 18 of 48
-    /// per row block, 9 of 16 per cell). Same bits.
+    /// per row block, 9 of 16 per cell); which windows a block anchors for the validation is
+    /// fixed likewise, and the anchored windows' indices get a dilation-1 check. Same bits, same
+    /// count of invalid indices.
     pub fixed_cover: bool,
 }
 

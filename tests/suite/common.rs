@@ -1,9 +1,15 @@
-//! Shared test helpers: a seeded generator, nasty inputs, adapters, bit comparisons.
+//! Shared test helpers: a seeded generator, nasty inputs, adapters, bit comparisons, a backward
+//! pass recorded over the test's own buffers.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use wgpool::{Context, ContextOptions, Element};
+use wgpool::wgpu;
+use wgpool::{
+    BackwardBuffers, BufferRegion, Context, ContextOptions, Element, Error, PoolSpec, RecordOptions, Variant,
+};
 
 pub use super::generators::*;
 
@@ -91,4 +97,93 @@ fn tally(adapter: &str, ran: usize, passed: usize) {
         let text: String = counts.iter().map(|(k, (r, p))| format!("{k}\t{r}\t{p}\n")).collect();
         let _ = std::fs::write(format!("{dir}/gpu-cases-{}.tsv", std::process::id()), text);
     }
+}
+
+/// Runs `f` inside validation and internal error scopes on this thread and returns the first wgpu
+/// error caught: a call that wgpool accepted must not make wgpu complain.
+pub fn wgpu_errors<R>(ctx: &Context, f: impl FnOnce() -> R) -> (R, Option<wgpu::Error>) {
+    let validation = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    let internal = ctx.device().push_error_scope(wgpu::ErrorFilter::Internal);
+    let r = f();
+    let errors = [internal.pop(), validation.pop()];
+    let e = errors.into_iter().find_map(pollster::block_on);
+    (r, e)
+}
+
+/// `data`'s bytes, padded to a whole number of 4-byte words (at least one).
+pub fn padded_bytes<T: bytemuck::Pod>(data: &[T]) -> Vec<u8> {
+    let mut b = bytemuck::cast_slice::<T, u8>(data).to_vec();
+    b.resize(b.len().next_multiple_of(4).max(4), 0);
+    b
+}
+
+/// Reads `size` bytes of `buffer` (which needs `COPY_SRC`) back to the host.
+pub fn read_buffer(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Vec<u8> {
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+    let submission = ctx.queue().submit([encoder.finish()]);
+    let (sender, receiver) = mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = sender.send(r);
+    });
+    ctx.wait(Some(submission)).expect("wait for a readback");
+    receiver.recv_timeout(Duration::from_secs(60)).expect("map callback").expect("map");
+    let bytes = staging.slice(..).get_mapped_range().expect("mapped range").to_vec();
+    staging.unmap();
+    bytes
+}
+
+/// `record_backward` over buffers of the test's own, with the counter at an offset inside a
+/// buffer of its own that starts out holding garbage, `variant` forced (`None`: the context's
+/// choice): the gradient and the counter it wrote.
+pub fn record_backward_counted<T: Element>(
+    ctx: &Context,
+    spec: &PoolSpec,
+    grad_output: &[T],
+    indices: &[u32],
+    variant: Option<Variant>,
+) -> Result<(Vec<T>, u32), Error> {
+    use wgpu::util::DeviceExt;
+    let g = spec.validate()?;
+    let device = ctx.device();
+    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
+    let init = |label, contents: &[u8]| {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: storage })
+    };
+    let go = init("test grad_output", &padded_bytes(grad_output));
+    let idx = init("test indices", &padded_bytes(indices));
+    let gi_bytes = padded_bytes(&vec![T::ZERO; g.input_len()]);
+    let gi = init("test grad_input", &vec![0xA5; gi_bytes.len()]);
+    let counter = init("test counter", &[0xEE; 272]);
+    let buffers = BackwardBuffers {
+        grad_output: (&go).into(),
+        indices: (&idx).into(),
+        grad_input: (&gi).into(),
+        invalid_count: BufferRegion::new(&counter, 260),
+    };
+    let (recorded, error) = wgpu_errors(ctx, || {
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        let r = ctx.record_backward(
+            &mut encoder,
+            spec,
+            T::DTYPE,
+            &buffers,
+            RecordOptions { variant, ..Default::default() },
+        );
+        r.map(|()| ctx.queue().submit([encoder.finish()]))
+    });
+    assert!(error.is_none(), "[{}] {spec:?}: wgpu error: {error:?}", ctx.describe());
+    let submission = recorded?;
+    ctx.wait(Some(submission))?;
+    let grad: Vec<T> = bytemuck::pod_collect_to_vec(
+        &read_buffer(ctx, &gi, 0, gi_bytes.len() as u64)[..g.input_len() * T::DTYPE.size()],
+    );
+    let count = u32::from_le_bytes(read_buffer(ctx, &counter, 260, 4).try_into().unwrap());
+    Ok((grad, count))
 }

@@ -221,25 +221,53 @@ fn invalid_indices_are_counted_on_the_gpu_like_on_the_cpu() {
             }
             case.pass();
         }
-        // The row-block gather (two rows a block, the last block of an odd height one row) and
-        // the cell gather (2×2 cells, channels-last, odd height and width): every window's index
-        // spoiled in turn, so that each is counted once, by the block or cell holding its
-        // anchor, whichever of its positions that is.
+        // The row-block gather (two rows a block, the last block of an odd height one row; also
+        // over 3-D slices, where the row after a slice's last is the next slice's first) and the
+        // cell gather (2×2 cells, channels-last, odd height and width): every window's index
+        // spoiled in turn, so that each is counted once, by the block or cell holding its anchor,
+        // whichever of its positions that is. The fixed-cover twins (which find the windows a
+        // block anchors from its phase against the windows, `fixed_anchors`) also get every
+        // window's index moved to each neighbour of its element (±1 column, ±1 row and both,
+        // which cross a row's or a slice's end at the edges), and must count it once.
         let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
         let rows = PoolSpec::new(InputShape::nchw(1, 2, 7, 8), k3.clone());
         let cells = PoolSpec::new(InputShape::nchw(1, 4, 7, 5), k3).layout(Layout::ChannelsLast);
+        let slices = PoolSpec::new(
+            InputShape::new(1, 1, [3, 5, 8]),
+            PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([1, 1, 1]),
+        );
         assert!(cpu::reference::gather_rows_eligible(&rows.validate().unwrap()));
-        for spec in [&rows, &cells] {
+        for spec in [&rows, &cells, &slices] {
             let case = Case::start(ctx);
+            let g = spec.validate().unwrap();
             let n = spec.input.numel().unwrap();
             let pooled = cpu::reference::forward(spec, &nasty_values::<f32>(&mut rng, n)).unwrap();
             let grad = gradients::<f32>(&mut rng, pooled.values.len());
+            let fixed: Vec<_> = ctx.backward_variants(spec).unwrap().into_iter().filter(|v| v.fixed_cover).collect();
+            assert!(!fixed.is_empty(), "[{}] {spec:?}: no fixed-cover gather", ctx.describe());
+            let w = g.axes[2].input as u32;
             for at in 0..pooled.indices.len() {
-                let mut indices = pooled.indices.clone();
-                indices[at] = indices[at].wrapping_add([17, 1, 8][at % 3]);
-                let want = cpu::reference::backward(spec, &grad, &indices);
-                let got = ctx.backward(spec, &grad, &indices);
-                assert_eq!(got.map(|_| ()), want.map(|_| ()), "[{}] {spec:?} output {at}", ctx.describe());
+                for (k, offset) in
+                    [17, 1, 8, 1u32.wrapping_neg(), w, w.wrapping_neg(), w + 1, w - 1].into_iter().enumerate()
+                {
+                    let mut indices = pooled.indices.clone();
+                    indices[at] = indices[at].wrapping_add(offset);
+                    let want = cpu::reference::backward(spec, &grad, &indices);
+                    let want_count = match &want {
+                        Err(Error::InvalidIndices { count }) => *count,
+                        _ => 0,
+                    };
+                    // The host level (the context's choice) with the first three offsets in turn.
+                    if k == at % 3 {
+                        let got = ctx.backward(spec, &grad, &indices);
+                        assert_eq!(got.map(|_| ()), want.map(|_| ()), "[{}] {spec:?} output {at}", ctx.describe());
+                    }
+                    for &variant in &fixed {
+                        let (_, count) = record_backward_counted(ctx, spec, &grad, &indices, Some(variant)).unwrap();
+                        let name = format!("[{}] {variant} {spec:?} output {at} + {offset}", ctx.describe());
+                        assert_eq!(count as u64, want_count, "{name}");
+                    }
+                }
             }
             case.pass();
         }
@@ -372,6 +400,9 @@ fn tensors_above_the_binding_limit_are_split_into_chunks() {
                 let n = spec.input.numel().unwrap();
                 check_case::<f32>(&ctx, &spec, &nasty_values(&mut rng, n), 11);
             }
+            if generic_calls == Some(0) {
+                chunked_fixed_cover_gathers(&ctx, &mut rng);
+            }
             // One plane bigger than a binding: a clear error naming the limit.
             let spec = PoolSpec::new(InputShape::nchw(1, 1, 32, 32), PoolParams::new([2, 2]));
             let err = ctx.forward(&spec, &vec![1.0f32; 1024]).unwrap_err();
@@ -382,6 +413,42 @@ fn tensors_above_the_binding_limit_are_split_into_chunks() {
             );
             assert!(err.to_string().contains("1024"), "{err}");
         }
+    }
+}
+
+/// The fixed-cover gathers, forced, over several chunks (one dispatch each, counting into the
+/// same counter): the gradient and the count of spoiled indices come out whole.
+fn chunked_fixed_cover_gathers(ctx: &Context, rng: &mut Rng) {
+    let k3 = PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1]);
+    for spec in [
+        PoolSpec::new(InputShape::nchw(3, 5, 7, 8), k3.clone()),
+        PoolSpec::new(InputShape::nchw(3, 4, 7, 5), k3.clone()).layout(Layout::ChannelsLast),
+    ] {
+        let case = Case::start(ctx);
+        let g = spec.validate().unwrap();
+        let pooled = cpu::reference::forward(&spec, &nasty_values::<f32>(rng, g.input_len())).unwrap();
+        let grad = gradients::<f32>(rng, g.output_len());
+        let want = cpu::reference::backward(&spec, &grad, &pooled.indices).unwrap();
+        let mut bad = pooled.indices.clone();
+        for i in (0..bad.len()).step_by(3) {
+            bad[i] = bad[i].wrapping_add(1 + (i % 7) as u32);
+        }
+        let count = match cpu::reference::backward(&spec, &grad, &bad) {
+            Err(Error::InvalidIndices { count }) => count,
+            other => panic!("{spec:?}: the spoiled indices gave {other:?}"),
+        };
+        let fixed: Vec<_> = ctx.backward_variants(&spec).unwrap().into_iter().filter(|v| v.fixed_cover).collect();
+        assert!(!fixed.is_empty(), "[{}] {spec:?}: no fixed-cover gather", ctx.describe());
+        for variant in fixed {
+            let name = format!("[{}] {variant} {spec:?}", ctx.describe());
+            let (grad_input, counted) =
+                record_backward_counted(ctx, &spec, &grad, &pooled.indices, Some(variant)).unwrap();
+            assert_eq!(counted, 0, "{name}: valid indices counted");
+            assert_bits_eq("grad_input", &name, &grad_input, &want);
+            let (_, counted) = record_backward_counted(ctx, &spec, &grad, &bad, Some(variant)).unwrap();
+            assert_eq!(counted as u64, count, "{name}: spoiled indices");
+        }
+        case.pass();
     }
 }
 

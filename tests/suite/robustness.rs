@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 use wgpool::cpu::{self, reference};
 use wgpool::wgpu;
 use wgpool::{
-    BackwardBuffers, BufferRegion, Context, ContextOptions, DType, Element, Error, ForwardBuffers, Geometry,
-    InputShape, Layout, NO_INDEX, PoolParams, PoolSpec, RecordOptions, f16,
+    BackwardBuffers, Context, ContextOptions, DType, Element, Error, ForwardBuffers, Geometry, InputShape, Layout,
+    NO_INDEX, PoolParams, PoolSpec, RecordOptions, Variant, f16,
 };
 
-use super::common::{Case, Rng, assert_bits_eq, contexts, gradients, nasty_values, random_spec};
+use super::common::{
+    Case, Rng, assert_bits_eq, contexts, gradients, nasty_values, random_spec, record_backward_counted, wgpu_errors,
+};
 
 // ------------------------------------------------------------------------------------------------
 // Send + Sync, at compile time
@@ -380,17 +382,6 @@ impl TinyBuffers {
     }
 }
 
-/// Runs `f` inside validation and internal error scopes on this thread and returns the first wgpu
-/// error caught: a call that wgpool accepted must not make wgpu complain.
-fn wgpu_errors<R>(ctx: &Context, f: impl FnOnce() -> R) -> (R, Option<wgpu::Error>) {
-    let validation = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
-    let internal = ctx.device().push_error_scope(wgpu::ErrorFilter::Internal);
-    let r = f();
-    let errors = [internal.pop(), validation.pop()];
-    let e = errors.into_iter().find_map(pollster::block_on);
-    (r, e)
-}
-
 /// Statistics of the property test, printed at the end.
 #[derive(Debug, Default)]
 struct Stats {
@@ -732,6 +723,14 @@ fn index_specs() -> Vec<PoolSpec> {
         s(1, 2, &[1, 5], cf, PoolParams::new([3, 2]).dilation([2, 1]).padding([1, 0]).ceil_mode(true)),
         s(1, 2, &[4, 5, 7], cf, PoolParams::new([2, 1, 2]).stride([3, 2, 3]).padding([1, 0, 0])),
         s(2, 1, &[9], cf, PoolParams::new([3]).dilation([2]).stride([1])),
+        // Fixed-cover gathers, which find the windows a block anchors from its phase against the
+        // windows (`fixed_anchors` in common.wgsl): two-row blocks with an odd height (the last
+        // block one row), overlapping windows on D, 2×2 cells with partial ones, and ceil_mode's
+        // windows past the input.
+        s(1, 2, &[5, 8], cf, PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1])),
+        s(1, 2, &[3, 4, 8], cf, PoolParams::new([2, 3, 3]).stride([1, 2, 2]).padding([1, 1, 1])),
+        s(1, 8, &[5, 7], cl, PoolParams::new([3, 3]).stride([2, 2]).padding([1, 1])),
+        s(2, 1, &[6, 8], cf, PoolParams::new([3, 2]).stride([2, 2]).ceil_mode(true)),
     ]
 }
 
@@ -766,73 +765,11 @@ fn corrupt(rng: &mut Rng, g: &Geometry, indices: &mut [u32]) -> u64 {
     (0..indices.len()).filter(|&e| !cpu::index_valid(g, window_of(g, e), indices[e])).count() as u64
 }
 
-fn padded_bytes<T: bytemuck::Pod>(data: &[T]) -> Vec<u8> {
-    let mut b = bytemuck::cast_slice::<T, u8>(data).to_vec();
-    b.resize(b.len().next_multiple_of(4).max(4), 0);
-    b
-}
-
-/// Reads `size` bytes of `buffer` (which needs `COPY_SRC`) back to the host.
-fn read_buffer(ctx: &Context, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Vec<u8> {
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test readback"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device().create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-    let submission = ctx.queue().submit([encoder.finish()]);
-    let (sender, receiver) = mpsc::channel();
-    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-        let _ = sender.send(r);
-    });
-    ctx.wait(Some(submission)).expect("wait for a readback");
-    receiver.recv_timeout(Duration::from_secs(60)).expect("map callback").expect("map");
-    let bytes = staging.slice(..).get_mapped_range().expect("mapped range").to_vec();
-    staging.unmap();
-    bytes
-}
-
-/// `record_backward` over buffers of the test's own, with the counter at an offset inside a
-/// buffer of its own that starts out holding garbage: the gradient and the counter it wrote.
-fn record_backward_counted<T: Element>(
-    ctx: &Context,
-    spec: &PoolSpec,
-    grad_output: &[T],
-    indices: &[u32],
-) -> Result<(Vec<T>, u32), Error> {
-    use wgpu::util::DeviceExt;
-    let g = spec.validate()?;
-    let device = ctx.device();
-    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC;
-    let init = |label, contents: &[u8]| {
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: storage })
-    };
-    let go = init("test grad_output", &padded_bytes(grad_output));
-    let idx = init("test indices", &padded_bytes(indices));
-    let gi_bytes = padded_bytes(&vec![T::ZERO; g.input_len()]);
-    let gi = init("test grad_input", &vec![0xA5; gi_bytes.len()]);
-    let counter = init("test counter", &[0xEE; 272]);
-    let buffers = BackwardBuffers {
-        grad_output: (&go).into(),
-        indices: (&idx).into(),
-        grad_input: (&gi).into(),
-        invalid_count: BufferRegion::new(&counter, 260),
-    };
-    let (recorded, error) = wgpu_errors(ctx, || {
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-        let r = ctx.record_backward(&mut encoder, spec, T::DTYPE, &buffers, RecordOptions::default());
-        r.map(|()| ctx.queue().submit([encoder.finish()]))
-    });
-    assert!(error.is_none(), "[{}] {spec:?}: wgpu error: {error:?}", ctx.describe());
-    let submission = recorded?;
-    ctx.wait(Some(submission))?;
-    let grad: Vec<T> = bytemuck::pod_collect_to_vec(
-        &read_buffer(ctx, &gi, 0, gi_bytes.len() as u64)[..g.input_len() * T::DTYPE.size()],
-    );
-    let count = u32::from_le_bytes(read_buffer(ctx, &counter, 260, 4).try_into().unwrap());
-    Ok((grad, count))
+/// The context's choice (`None`), then the fixed-cover gathers where they apply: they find the
+/// windows each block anchors from its phase (`fixed_anchors` in common.wgsl), not by `anchor`.
+fn counted_variants(ctx: &Context, spec: &PoolSpec) -> Vec<Option<Variant>> {
+    let fixed = ctx.backward_variants(spec).unwrap().into_iter().filter(|v| v.fixed_cover).map(Some);
+    std::iter::once(None).chain(fixed).collect()
 }
 
 fn invalid_indices<T: Element>(seed: u64) {
@@ -858,8 +795,11 @@ fn invalid_indices<T: Element>(seed: u64) {
                 let case = Case::start(ctx);
                 let gpu = format!("[{}] {context}", ctx.describe());
                 assert_eq!(ctx.backward(spec, &grad, &bad), expect, "{gpu}: host level");
-                let (_, counted) = record_backward_counted(ctx, spec, &grad, &bad).expect("record_backward");
-                assert_eq!(counted as u64, count, "{gpu}: the counter record_backward wrote");
+                for variant in counted_variants(ctx, spec) {
+                    let (_, counted) =
+                        record_backward_counted(ctx, spec, &grad, &bad, variant).expect("record_backward");
+                    assert_eq!(counted as u64, count, "{gpu} {variant:?}: the counter record_backward wrote");
+                }
                 case.pass();
             }
         }
@@ -876,12 +816,19 @@ fn invalid_indices<T: Element>(seed: u64) {
         for ctx in contexts().iter().filter(|c| c.supports(T::DTYPE)) {
             let case = Case::start(ctx);
             let gpu = format!("[{}] {context}", ctx.describe());
-            let (grad_input, counted) = record_backward_counted(ctx, spec, &grad, &fwd.indices).unwrap();
-            assert_eq!(counted, 0, "{gpu}: counter for valid indices");
-            assert_bits_eq("grad_input", &gpu, &grad_input, &want);
+            for variant in counted_variants(ctx, spec) {
+                let (grad_input, counted) = record_backward_counted(ctx, spec, &grad, &fwd.indices, variant).unwrap();
+                assert_eq!(counted, 0, "{gpu} {variant:?}: counter for valid indices");
+                assert_bits_eq("grad_input", &format!("{gpu} {variant:?}"), &grad_input, &want);
+            }
             assert_bits_eq("grad_input", &gpu, &ctx.backward(spec, &grad, &fwd.indices).unwrap(), &want);
             case.pass();
         }
+    }
+    // The fixed-cover gathers did run.
+    for ctx in contexts().iter().filter(|c| c.supports(T::DTYPE)) {
+        let fixed = index_specs().iter().filter(|s| counted_variants(ctx, s).len() > 1).count();
+        assert!(fixed >= 3, "[{}] only {fixed} problems with fixed-cover gathers", ctx.describe());
     }
 }
 
