@@ -6,7 +6,9 @@ puts wgpool's own criterion medians next to PyTorch's (--criterion target/criter
     python3 benches/compare_torch.py [--quick] [--cases A,B] [--threads 1,2] [--runs 15]
                                      [--json out.json] [--criterion target/criterion]
                                      [--wgpool target/release/wgpool --rounds 3]
-                                     [--no-cuda] [--cuda-only]
+                                     [--no-cuda] [--cuda-only] [--cuda-budget 110]
+                                     [--wgpool-gpu bench.json]
+    python3 benches/compare_torch.py --compare torch.json bench.json   # no measurement
 
 The cases are those of `wgpool::cases::full()` and, with --quick, `wgpool::cases::quick()`
 (src/cases.rs). The two lists are kept in sync BY HAND: change one, change the other.
@@ -28,16 +30,41 @@ best layout (and PyTorch's best thread count), medians over the rounds, their ra
 of the ratio within single rounds. A shared machine's bandwidth drifts by 2x over minutes: only
 such alternating runs give ratios worth quoting.
 
-CUDA (as perf/bench_torch_cuda.py: CUDA events, warm-up then median of 50): `fwd` and `bwd` (the
-allocating calls), plus the device-to-device copy bandwidth of a 1 GiB tensor (read + write).
+CUDA: `fwd` and `bwd` (the allocating calls), plus the device-to-device copy bandwidth of a 1 GiB
+tensor (read + write), each timed three ways (after a warm-up):
+  kernel    GPU time per call: the sum of the device durations of the CUDA kernels (and memsets,
+            memcpys) that the call launched, from torch.profiler (CUPTI), median over 20 calls.
+            Launch, dispatcher and allocator time are not in it; gaps between a call's kernels are
+            not either. This is what compares with wgpool's GPU timestamps around its pass.
+  b2b       100 calls back to back between two CUDA events, the interval over 100, median of 5:
+            the kernel time where kernels take longer than their launches (the host keeps the
+            stream busy), else the rate at which the host launches them.
+  per call  CUDA events around one call on an idle stream, median of 50 (as
+            perf/bench_torch_cuda.py): launch included, so for small kernels (C, D, E, F3 on an
+            H100: ~0.03 ms for a few microseconds of memory traffic) it is PyTorch's launch overhead.
+Per call and b2b are measured first for everything, the profiler after (CUPTI once attached could
+slow launches). If the profiler fails (or records no device activity), `kernel` falls back to
+`b2b`, and that to `per call`; the table and the JSON say which (`kernel_source`). After
+--cuda-budget seconds of the CUDA part, no b2b or profiler timing starts any more (`per call` only),
+so that the script stays within the time benches/gpu_machine.sh gives it.
 
-Bytes (GB/s): PyTorch moves int64 indices: forward = input read + values written + indices (8 B)
-written; backward = grad_out read + indices (8 B) read + grad_input written. wgpool's criterion
-throughput counts u32 indices (4 B); the side-by-side table compares times, not GB/s.
+Against wgpool on the GPU (--wgpool-gpu FILE, or --compare TORCH_JSON BENCH_JSON without measuring):
+the rows of `wgpool bench --json FILE` next to PyTorch's, ratio = PyTorch / wgpool (> 1: wgpool
+faster) on the `kernel` time where there is one (its source is shown), and on `per call` too.
 
-JSON: {"machine": {...}, "results": [{"device", "threads", "case", "layout", "direction",
-"variant", "median_ms", "min_ms", "bytes"}...], "cuda_copy_GBps": ...}; layout is "ncx"
-(channels-first) or "nxc" (channels-last), as wgpool names them.
+Bytes (GB/s): PyTorch's GB/s here count the int64 indices it moves: forward = input read + values
+written + indices (8 B) written; backward = grad_out read + indices (8 B) read + grad_input
+written. wgpool counts its u32 indices (4 B), so the two sides' GB/s differ for the same time; the
+side-by-side tables compare times, not GB/s.
+
+JSON: {"machine": {...}, "quick", "results": [{"device", "threads", "case", "layout", "direction",
+"variant", "median_ms", "min_ms", "bytes", "elements"}...], "cuda_copy_GBps": ...}; layout is
+"ncx" (channels-first) or "nxc" (channels-last), as wgpool names them; elements: the input's. CUDA
+rows: median_ms / min_ms are `per call` (launch included, as in earlier files, which lack the
+rest), plus "kernel_ms", "kernel_min_ms" (the `kernel` column: min NaN where the calls' activities
+could not be told apart), "kernel_source" (what kernel_ms is: "profiler", or the "b2b" or "per call"
+timing that stood in for it), "kernels_per_call" (device activities per call; profiler only, else
+null), "b2b_ms" (null where not measured).
 """
 import argparse, datetime, json, os, platform, statistics as st, subprocess, sys, time
 
@@ -117,6 +144,9 @@ def bench_cpu(fn, warmup, runs):
 
 
 def bench_cuda(fn, reps=50, warm=5):
+    """`per call`: CUDA events around one call on an idle stream, so the interval starts before
+    Python, the dispatcher, the allocator and the launch do their work: launch included.
+    (median, min) in ms."""
     for _ in range(warm):
         fn()
     torch.cuda.synchronize()
@@ -130,6 +160,130 @@ def bench_cuda(fn, reps=50, warm=5):
         torch.cuda.synchronize()
         ts.append(a.elapsed_time(b))
     return st.median(ts), min(ts)
+
+
+def bench_cuda_b2b(fn, calls=100, repeats=5):
+    """`b2b`: `calls` calls back to back between two CUDA events, the interval over `calls`;
+    (median, min) over `repeats` in ms. Launch costs hide behind the kernels only where the kernels
+    take longer than the launches."""
+    fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(repeats):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(calls):
+            fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b) / calls)
+    return st.median(ts), min(ts)
+
+
+def device_activity(events):
+    """(start_us, duration_us, name) of the device-side events (kernels, memsets, memcpys) of a
+    torch.profiler run, in time order; user annotations (ranges, not work) left out."""
+    cuda = torch.autograd.DeviceType.CUDA
+    out = []
+    for e in events:
+        if e.device_type != cuda or getattr(e, "is_user_annotation", False):
+            continue
+        # Synchronisation records (off by default; their spans are waits, not work).
+        kind = str(getattr(e, "activity_type", None) or "").lower()
+        if "sync" in kind or "annotation" in kind or "Synchronize" in e.name or e.name.startswith("Stream Wait"):
+            continue
+        start, end = e.time_range.start, e.time_range.end
+        if end > start:
+            out.append((start, end - start, e.name))
+    out.sort()
+    return out
+
+
+def per_call_ms(activity, calls):
+    """From `calls` calls' device activity: (median, min) ms of each call's summed durations and the
+    activities per call, when every call launched the same number (the activity falls into `calls`
+    groups in time order, the calls having been synchronised one by one); else the mean, NaN, and
+    the average count. Raises ValueError where there is none."""
+    if not activity or calls <= 0:
+        raise ValueError("no device activity recorded")
+    n = len(activity)
+    if n % calls == 0:
+        k = n // calls
+        sums = [sum(d for _, d, _ in activity[i * k:(i + 1) * k]) / 1e3 for i in range(calls)]
+        return st.median(sums), min(sums), k
+    return sum(d for _, d, _ in activity) / 1e3 / calls, float("nan"), n / calls
+
+
+def bench_cuda_kernels(fn, calls=20):
+    """`kernel`: torch.profiler (CUDA activity through CUPTI) over `calls` calls, each followed by
+    a synchronize; (median, min, activities per call, their names) in ms. Raises on any failure,
+    or where the profiler saw no device activity (CUPTI unavailable, for instance)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+            torch.cuda.synchronize()
+    activity = device_activity(prof.events())
+    med, mn, k = per_call_ms(activity, calls)
+    names = sorted({name for _, _, name in activity})
+    return med, mn, k, names
+
+
+class CudaTimer:
+    """The three CUDA timings of a callable, in two passes over everything: `host` (per call,
+    then b2b), then `kernels` (the profiler), so that no timing on the host side runs after a
+    profiler session (CUPTI left attached could slow launches). The profiler and b2b timings may
+    fail: the next one stands in, and a note says so; the per-call one may not. After `budget`
+    seconds from creation, neither b2b nor the profiler runs any more."""
+
+    def __init__(self, budget):
+        self.t0, self.budget = time.time(), budget
+        self.profiler_error = None  # the first failure turns the profiler off for the rest
+        self.notes = []
+        self.over_budget = False
+
+    def note(self, text):
+        if text not in self.notes:
+            self.notes.append(text)
+            print(f"note: {text}", flush=True)
+
+    def in_budget(self, label, what):
+        if time.time() - self.t0 <= self.budget:
+            return True
+        if not self.over_budget:
+            self.over_budget = True
+            self.note(f"past --cuda-budget {self.budget:.0f} s: no {what} from {label} on")
+        return False
+
+    def host(self, fn, label):
+        """Per call and b2b; `kernel` set to the best stand-in so far."""
+        r = {"b2b_ms": None, "kernels_per_call": None, "kernel_source": "per call"}
+        r["median_ms"], r["min_ms"] = bench_cuda(fn)
+        r["kernel_ms"], r["kernel_min_ms"] = r["median_ms"], r["min_ms"]
+        if self.in_budget(label, "b2b or profiler timings"):
+            try:
+                r["b2b_ms"], b2b_min = bench_cuda_b2b(fn)
+                r["kernel_ms"], r["kernel_min_ms"], r["kernel_source"] = r["b2b_ms"], b2b_min, "b2b"
+            except Exception as e:  # noqa: BLE001 - any failure: keep what was measured, say so
+                self.note(f"b2b timing failed at {label} ({type(e).__name__}: {e}); `per call` stands in")
+        return r
+
+    def kernels(self, fn, label, r):
+        """The profiler's kernel time into `r` (from `host`), where it works."""
+        if self.profiler_error is not None or not self.in_budget(label, "b2b or profiler timings"):
+            return r
+        try:
+            med, mn, k, _ = bench_cuda_kernels(fn)
+            r["kernel_ms"], r["kernel_min_ms"], r["kernels_per_call"] = med, mn, k
+            r["kernel_source"] = "profiler"
+        except Exception as e:  # noqa: BLE001
+            self.profiler_error = f"{type(e).__name__}: {e}"
+            self.note(f"torch.profiler kernel times failed at {label} ({self.profiler_error}); "
+                      f"`{r['kernel_source']}` stands in for `kernel` from there on")
+        return r
 
 
 def setup(case, layout, device):
@@ -172,7 +326,7 @@ def setup(case, layout, device):
         del fns["fwd_out"], fns["bwd_out"]  # CUDA: the allocating calls, as in perf/bench_torch_cuda.py
     nin, nout = xin.numel(), out.numel()
     bytes_ = {"fwd": nin * 4 + nout * 12, "bwd": nout * 12 + nin * 4}
-    return fns, bytes_
+    return fns, bytes_, nin
 
 
 def criterion_median_ms(root, case, layout, direction, quick):
@@ -213,6 +367,39 @@ def side_by_side(cases, results, rounds):
             print(f"{name:4} {d:3} | {cols[0]} | {cols[1]}", flush=True)
 
 
+def compare_gpu(torch_results, bench, source):
+    """wgpool's GPU rows (`wgpool bench --json`) next to PyTorch's CUDA ones: ratio = PyTorch /
+    wgpool (> 1: wgpool faster), on PyTorch's `kernel` time where it has one (else on what stood
+    in, shown in `src`), and on `per call` (launch included)."""
+    cuda = {(r["case"], r["layout"], r["direction"]): r for r in torch_results if r.get("device") == "cuda"}
+    adapter = bench.get("adapter", {})
+    print(f"\nwgpool on the GPU ({source}: {adapter.get('name', '?')}, {adapter.get('backend', '?')}) next to "
+          f"PyTorch CUDA, ms; ratio = PyTorch / wgpool (> 1: wgpool faster); src = what PyTorch's time is "
+          f"(kernel: profiler kernel sum; b2b: back to back; per call: launch included)")
+    print(f"{'case':4} {'lay':4} {'dir':3} | {'wgpool':>9} {'source':>10} | {'torch':>9} {'src':>8} {'ratio':>6} | "
+          f"{'per call':>9} {'ratio':>6}")
+    shown = 0
+    for row in bench.get("rows", []):
+        key = (row["case"], row["layout"], row["direction"])
+        t = cuda.get(key)
+        if t is None or not row.get("gpu_ms"):
+            continue
+        if t.get("elements") is not None and row.get("elements") is not None and t["elements"] != row["elements"]:
+            print(f"{key[0]:4} {key[1]:4} {key[2]:3} | shapes differ ({row['elements']} against {t['elements']} "
+                  f"elements: --quick on one side only?)")
+            continue
+        ours = row["gpu_ms"]
+        kernel, src = t.get("kernel_ms"), t.get("kernel_source")
+        if kernel is None:  # files written before the kernel column
+            kernel, src = t["median_ms"], "per call"
+        src = "kernel" if src == "profiler" else src
+        print(f"{key[0]:4} {key[1]:4} {key[2]:3} | {ours:9.4f} {row.get('gpu_source', '?'):>10} | {kernel:9.4f} "
+              f"{src:>8} {kernel / ours:6.2f} | {t['median_ms']:9.4f} {t['median_ms'] / ours:6.2f}", flush=True)
+        shown += 1
+    if not shown:
+        print("(no row in common)")
+
+
 def machine_info():
     model = platform.processor()
     try:
@@ -249,7 +436,21 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="with --wgpool: rounds over all the cases")
     ap.add_argument("--no-cuda", action="store_true")
     ap.add_argument("--cuda-only", action="store_true")
+    ap.add_argument("--cuda-budget", type=float, default=110.0,
+                    help="seconds of the CUDA part after which only the `per call` timing is taken")
+    ap.add_argument("--wgpool-gpu", default="", metavar="BENCH_JSON",
+                    help="`wgpool bench --json` output: its GPU rows next to PyTorch's CUDA ones, with ratios")
+    ap.add_argument("--compare", nargs=2, metavar=("TORCH_JSON", "BENCH_JSON"),
+                    help="no measurement: this script's --json output next to `wgpool bench --json`'s")
     a = ap.parse_args()
+
+    if a.compare:
+        with open(a.compare[0]) as f:
+            theirs = json.load(f)
+        with open(a.compare[1]) as f:
+            bench = json.load(f)
+        compare_gpu(theirs.get("results", []), bench, a.compare[1])
+        return
 
     cases = quick_cases() if a.quick else dict(FULL)
     if a.cases:
@@ -262,9 +463,9 @@ def main():
           f"x{info['cpu_count']}, {info['date']}, {'quick' if a.quick else 'full'} shapes", flush=True)
     results = []
 
-    def record(device, threads, case, layout, direction, variant, med, mn, nbytes, foreign=None, rnd=None):
+    def record(device, threads, case, layout, direction, variant, med, mn, nbytes, foreign=None, rnd=None, **extra):
         r = dict(device=device, threads=threads, case=case, layout=layout, direction=direction,
-                 variant=variant, median_ms=med, min_ms=mn, bytes=nbytes)
+                 variant=variant, median_ms=med, min_ms=mn, bytes=nbytes, **extra)
         if foreign is not None:
             r["foreign_cores"] = foreign
         if rnd is not None:
@@ -290,13 +491,13 @@ def main():
         print(f"{'case':4} {'thr':>3} {'lay':4} | {'fwd':>9} {'fwd_out':>9} | {'bwd':>9} {'bwd_out':>9} | foreign")
         def run_torch(name, case, layout, nt, rnd):
             torch.set_num_threads(nt)
-            fns, nbytes = setup(case, layout, "cpu")
+            fns, nbytes, nin = setup(case, layout, "cpu")
             wait_quiet(a.quiet_wait)
             res, foreign = foreign_cores(lambda: {k: bench_cpu(f, a.warmup, a.runs) for k, f in fns.items()})
             for k, (med, mn) in res.items():
                 d = k.split("_")[0]
                 record("cpu", nt, name, layout, d, "out" if k.endswith("_out") else "alloc",
-                       med, mn, nbytes[d], foreign, rnd)
+                       med, mn, nbytes[d], foreign, rnd, elements=nin)
             print(f"{name:4} {nt:>3} {layout:4} | {res['fwd'][0]:9.3f} {res['fwd_out'][0]:9.3f} | "
                   f"{res['bwd'][0]:9.3f} {res['bwd_out'][0]:9.3f} | {foreign:5.2f}", flush=True)
 
@@ -318,24 +519,48 @@ def main():
 
     copy_gbps = None
     if torch.cuda.is_available() and not a.no_cuda:
+        timer = CudaTimer(a.cuda_budget)
         x = torch.empty(1 << 28, dtype=torch.float32, device="cuda").uniform_()  # 1 GiB
         y = torch.empty_like(x)
-        t, _ = bench_cuda(lambda: y.copy_(x), reps=20)
-        copy_gbps = 2 * x.numel() * 4 / t / 1e6
-        del x, y
-        print(f"\nCUDA {info['cuda_device']}, cudnn {info['cudnn']}: copy 1 GiB {t:.3f} ms, "
-              f"{copy_gbps:.0f} GB/s read+write; CUDA events, median of 50 (ms, GB/s with int64 indices)")
-        print(f"{'case':4} {'lay':4} | {'fwd':>8} {'GB/s':>6} | {'bwd':>8} {'GB/s':>6}")
+        copy = lambda: y.copy_(x)
+        # Pass 1, host side: per call and b2b, everything. Pass 2: the profiler, everything.
+        timed = {"copy": timer.host(copy, "the copy")}
         for name, case in cases.items():
             for layout in case[5]:
-                fns, nbytes = setup(case, layout, "cuda")
-                res = {k: bench_cuda(f) for k, f in fns.items()}
-                for k, (med, mn) in res.items():
-                    record("cuda", None, name, layout, k, "alloc", med, mn, nbytes[k])
-                print(f"{name:4} {layout:4} | {res['fwd'][0]:8.3f} {nbytes['fwd'] / res['fwd'][0] / 1e6:6.0f} | "
-                      f"{res['bwd'][0]:8.3f} {nbytes['bwd'] / res['bwd'][0] / 1e6:6.0f}", flush=True)
+                fns, nbytes, nin = setup(case, layout, "cuda")
+                for k, f in fns.items():
+                    timed[(name, layout, k)] = timer.host(f, f"{name} {layout} {k}")
                 del fns
                 torch.cuda.empty_cache()
+        c = timer.kernels(copy, "the copy", timed["copy"])
+        t = c["kernel_ms"]
+        copy_gbps = 2 * x.numel() * 4 / t / 1e6
+        del x, y, copy
+        torch.cuda.empty_cache()
+        print(f"\nCUDA {info['cuda_device']}, cudnn {info['cudnn']}: copy 1 GiB {t:.3f} ms ({c['kernel_source']}; "
+              f"per call {c['median_ms']:.3f} ms), {copy_gbps:.0f} GB/s read+write")
+        print("ms; kernel: GPU time per call, its CUDA kernels' device durations summed (torch.profiler; what "
+              "compares with wgpool's timestamps);\nb2b: 100 calls back to back / 100; per call: one call between "
+              "events, launch included; src: what stood in for kernel (pc: per call); GB/s: from kernel, int64 indices")
+        print(f"{'case':4} {'lay':4} | {'fwd kernel':>10} {'b2b':>8} {'per call':>8} {'GB/s':>6} {'src':>3} | "
+              f"{'bwd kernel':>10} {'b2b':>8} {'per call':>8} {'GB/s':>6} {'src':>3}")
+        short = {"profiler": "", "b2b": "b2b", "per call": "pc"}
+        fmt = lambda v: f"{v:8.4f}" if v is not None else f"{'-':>8}"
+        for name, case in cases.items():
+            for layout in case[5]:
+                fns, nbytes, nin = setup(case, layout, "cuda")
+                cols = []
+                for k, f in fns.items():
+                    r = timer.kernels(f, f"{name} {layout} {k}", timed[(name, layout, k)])
+                    record("cuda", None, name, layout, k, "alloc", r["median_ms"], r["min_ms"], nbytes[k],
+                           elements=nin, **{f: v for f, v in r.items() if f not in ("median_ms", "min_ms")})
+                    cols.append(f"{r['kernel_ms']:10.4f} {fmt(r['b2b_ms'])} {r['median_ms']:8.4f} "
+                                f"{nbytes[k] / r['kernel_ms'] / 1e6:6.0f} {short[r['kernel_source']]:>3}")
+                print(f"{name:4} {layout:4} | {' | '.join(cols)}", flush=True)
+                del fns
+                torch.cuda.empty_cache()
+        if timer.notes:
+            print("notes: " + "; ".join(timer.notes))
 
     if a.criterion:
         cpu = [r for r in results if r["device"] == "cpu"]
@@ -366,6 +591,14 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"machine": info, "quick": a.quick, "cuda_copy_GBps": copy_gbps, "results": results}, f, indent=1)
         print(f"\nwrote {a.json}")
+
+    if a.wgpool_gpu:
+        try:
+            with open(a.wgpool_gpu) as f:
+                bench = json.load(f)
+            compare_gpu(results, bench, a.wgpool_gpu)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"\n--wgpool-gpu {a.wgpool_gpu}: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

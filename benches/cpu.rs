@@ -10,6 +10,7 @@
 //!
 //! Throughput is the bytes that must move: forward reads the input and writes values and u32
 //! indices; backward reads the output gradient and the indices and writes the input gradient.
+//! Criterion reports it in decimal GB/s (`Throughput::BytesDecimal`), as `wgpool bench` does.
 //! Data is random (seeded SplitMix64, never zeros); backward's indices come from a real forward
 //! pass. Threads: rayon's default (one per core; `RAYON_NUM_THREADS` to change).
 //! `benches/compare_torch.py --criterion target/criterion` puts these medians next to PyTorch's.
@@ -66,7 +67,7 @@ fn main() {
             // Data is made on first use: criterion runs a closure only when its id passes the filter.
             let mut rng = Rng(0x5eed);
             let mut input = None;
-            group.throughput(Throughput::Bytes(n_in * 4 + n_out * 8));
+            group.throughput(Throughput::BytesDecimal(n_in * 4 + n_out * 8));
             group.bench_function("fwd", |b| {
                 let input = input.get_or_insert_with(|| rng.values(g.input_len()));
                 b.iter(|| cpu::forward(&spec, input).unwrap())
@@ -77,7 +78,7 @@ fn main() {
                 b.iter(|| cpu::forward_into(&spec, input, &mut values, &mut indices).unwrap())
             });
             let mut data = None;
-            group.throughput(Throughput::Bytes(n_out * 8 + n_in * 4));
+            group.throughput(Throughput::BytesDecimal(n_out * 8 + n_in * 4));
             group.bench_function("bwd", |b| {
                 let (grad_output, indices) = data.get_or_insert_with(|| {
                     // The input is only needed for the indices: free it (case G: 822 MB).

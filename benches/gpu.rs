@@ -2,6 +2,11 @@
 //! adapter has them (wall time otherwise). `WGPOOL_BENCH_QUICK=1` (or a CPU-emulated adapter such
 //! as lavapipe/llvmpipe) uses the small shapes of `wgpool::cases::quick()`.
 //!
+//! Throughput: the bytes a pass must move (`wgpool::bench::bytes_moved`), in decimal GB/s as
+//! `wgpool bench` reports them. Each shape's own pipelines are compiled before its first pass
+//! (`Prepared::new`); any iteration count criterion asks for works (`time_passes` reads the
+//! timestamps back in sets).
+//!
 //! `cargo bench --bench gpu`; pick the adapter with `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`.
 
 use std::time::Duration;
@@ -39,7 +44,7 @@ fn main() {
             };
             let mut group = criterion.benchmark_group(format!("gpu/{}/{}", case.name, layout.name()));
             for direction in [Direction::Forward, Direction::Backward] {
-                group.throughput(Throughput::Bytes(bytes_moved(&prepared.geometry, 4, direction)));
+                group.throughput(Throughput::BytesDecimal(bytes_moved(&prepared.geometry, 4, direction)));
                 group.bench_function(direction.name(), |b| {
                     b.iter_custom(|iters| {
                         let timing = time_passes(&ctx, iters as usize, |e, o| prepared.record(&ctx, e, direction, o))

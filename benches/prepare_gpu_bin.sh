@@ -39,7 +39,9 @@ if ! ls .gl/*.deb >/dev/null 2>&1; then
 fi
 
 # The carried tree: tracked and untracked-but-not-ignored files, plus the two folders.
-tree_kb=$( (git ls-files -co --exclude-standard -z | xargs -0 du -k -c 2>/dev/null | tail -1 | cut -f1) )
+# Summed over every file: xargs may split the list into several `du` runs, and `du -c | tail -1`
+# would keep only the last run's total. (Files listed but deleted are skipped.)
+tree_kb=$(git ls-files -co --exclude-standard -z | xargs -0 -r du -k 2>/dev/null | awk '{s += $1} END {print s + 0}')
 carry_kb=$(du -sk .gpu-bin .gl | awk '{s += $1} END {print s}')
 total_mb=$(( (tree_kb + carry_kb) / 1024 ))
 ls -la .gpu-bin .gl

@@ -106,10 +106,16 @@ fn storage_buffer(ctx: &Context, label: &str, bytes: u64) -> wgpu::Buffer {
     })
 }
 
+/// Passes whose timestamps one query set holds: two queries each, within wgpu's limit of
+/// [`wgpu::QUERY_SET_MAX_QUERIES`] (4096) per set.
+pub const PASSES_PER_QUERY_SET: usize = 1024;
+
 /// Records `iterations` passes with `record` and returns their GPU times.
 ///
-/// With timestamps, each pass writes two; the resolved ticks are read back once at the end.
-/// Without, each pass is submitted alone and timed on the host.
+/// With timestamps, each pass writes two into a query set of [`PASSES_PER_QUERY_SET`] passes,
+/// reused: every [`PASSES_PER_QUERY_SET`] passes its ticks are resolved and read back, so any
+/// number of passes works. Without, each pass is submitted alone and timed on the host.
+/// No passes: no samples (and no GPU work).
 pub fn time_passes(
     ctx: &Context,
     iterations: usize,
@@ -128,7 +134,11 @@ pub fn time_passes(
         }
         return Ok(Timing { samples_ms: samples, source: TimeSource::Wall });
     }
-    let count = 2 * iterations as u32;
+    if iterations == 0 {
+        return Ok(Timing { samples_ms: vec![], source: TimeSource::Timestamps });
+    }
+    let per_set = iterations.min(PASSES_PER_QUERY_SET);
+    let count = 2 * per_set as u32;
     let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
         label: Some("wgpool bench"),
         ty: wgpu::QueryType::Timestamp,
@@ -147,33 +157,40 @@ pub fn time_passes(
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
+    let period_ns = ctx.queue().get_timestamp_period() as f64;
+    let mut samples = Vec::with_capacity(iterations);
     // Batches of passes per submission keep host overhead out of the GPU's way.
     const BATCH: usize = 10;
-    for first in (0..iterations).step_by(BATCH) {
-        let mut encoder = device.create_command_encoder(&Default::default());
-        for i in first..(first + BATCH).min(iterations) {
-            let writes = wgpu::ComputePassTimestampWrites {
-                query_set: &queries,
-                beginning_of_pass_write_index: Some(2 * i as u32),
-                end_of_pass_write_index: Some(2 * i as u32 + 1),
-            };
-            record(&mut encoder, RecordOptions { timestamp_writes: Some(writes), ..Default::default() })?;
+    for set_first in (0..iterations).step_by(per_set) {
+        let passes = (iterations - set_first).min(per_set);
+        for first in (0..passes).step_by(BATCH) {
+            let mut encoder = device.create_command_encoder(&Default::default());
+            for i in first..(first + BATCH).min(passes) {
+                let writes = wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                };
+                record(&mut encoder, RecordOptions { timestamp_writes: Some(writes), ..Default::default() })?;
+            }
+            ctx.queue().submit([encoder.finish()]);
         }
-        ctx.queue().submit([encoder.finish()]);
+        // The set's ticks, read back before the next passes write it again.
+        let used = 2 * passes as u32;
+        let mut encoder = device.create_command_encoder(&Default::default());
+        encoder.resolve_query_set(&queries, 0..used, &resolve, 0);
+        encoder.copy_buffer_to_buffer(&resolve, 0, &readback, 0, 8 * used as u64);
+        let submission = ctx.queue().submit([encoder.finish()]);
+        let slice = readback.slice(..8 * used as u64);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        ctx.wait(Some(submission))?;
+        let ticks: Vec<u64> = {
+            let view = slice.get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        readback.unmap();
+        samples.extend(ticks.chunks(2).map(|t| t[1].wrapping_sub(t[0]) as f64 * period_ns / 1e6));
     }
-    let mut encoder = device.create_command_encoder(&Default::default());
-    encoder.resolve_query_set(&queries, 0..count, &resolve, 0);
-    encoder.copy_buffer_to_buffer(&resolve, 0, &readback, 0, bytes);
-    let submission = ctx.queue().submit([encoder.finish()]);
-    readback.slice(..).map_async(wgpu::MapMode::Read, |_| {});
-    ctx.wait(Some(submission))?;
-    let ticks: Vec<u64> = {
-        let view = readback.slice(..).get_mapped_range().map_err(|e| Error::BufferMap(e.to_string()))?;
-        bytemuck::pod_collect_to_vec(&view)
-    };
-    readback.unmap();
-    let period_ns = ctx.queue().get_timestamp_period() as f64;
-    let samples = ticks.chunks(2).map(|t| t[1].wrapping_sub(t[0]) as f64 * period_ns / 1e6).collect();
     Ok(Timing { samples_ms: samples, source: TimeSource::Timestamps })
 }
 
@@ -195,8 +212,14 @@ pub struct Prepared {
 
 impl Prepared {
     /// Uploads random data for `spec` and runs one forward pass so that `indices` are real.
+    ///
+    /// The pipelines that `spec`'s forward and backward passes pick are compiled first
+    /// ([`Context::prepare`]), so that every timed pass runs them, never the generic kernels
+    /// that stand in for them at a shape's first calls, nor while a compile is still under way on
+    /// another thread ([`ContextOptions::background_compiles`](crate::ContextOptions::background_compiles)).
     pub fn new<T: Element>(ctx: &Context, spec: &PoolSpec, seed: u64) -> Result<Self> {
         let g = spec.validate()?;
+        ctx.prepare(std::slice::from_ref(spec), T::DTYPE)?;
         let elem = T::DTYPE.size() as u64;
         let input = storage_buffer(ctx, "bench input", g.input_len() as u64 * elem);
         let values = storage_buffer(ctx, "bench values", g.output_len() as u64 * elem);
@@ -264,8 +287,10 @@ impl Prepared {
     }
 
     /// Times `iterations` values-only forward passes ([`Context::record_forward_values`]) after
-    /// at least `warmup` of GPU work on the same pass.
+    /// at least `warmup` of GPU work on the same pass (their pipeline compiled first:
+    /// [`Context::prepare_values`]).
     pub fn time_values(&self, ctx: &Context, warmup: Duration, iterations: usize) -> Result<Timing> {
+        ctx.prepare_values(std::slice::from_ref(&self.spec), self.dtype)?;
         let record = |e: &mut wgpu::CommandEncoder, o: RecordOptions<'_>| {
             ctx.record_forward_values(e, &self.spec, self.dtype, (&self.input).into(), (&self.values).into(), o)
         };
@@ -314,11 +339,18 @@ pub fn warm_up(
     Ok(())
 }
 
+/// The bytes [`copy_bandwidth`] copies when asked for `bytes`: a multiple of 16, at most the
+/// adapter's largest storage binding.
+pub fn copy_bytes(ctx: &Context, bytes: u64) -> u64 {
+    bytes.next_multiple_of(16).min(ctx.limits().max_storage_buffer_binding_size / 16 * 16)
+}
+
 /// The bandwidth (bytes read + written per second, in GB/s) of the vec4 copy kernel
-/// (`shaders/copy_vec4.wgsl`) over `bytes` bytes: the ceiling for a wgpu kernel on this adapter.
+/// (`shaders/copy_vec4.wgsl`) over `bytes` bytes ([`copy_bytes`] of them): the ceiling for a
+/// wgpu kernel on this adapter.
 pub fn copy_bandwidth(ctx: &Context, bytes: u64, iterations: usize) -> Result<(f64, Timing)> {
     let device = ctx.device();
-    let bytes = bytes.next_multiple_of(16).min(ctx.limits().max_storage_buffer_binding_size / 16 * 16);
+    let bytes = copy_bytes(ctx, bytes);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("copy_vec4"),
         source: wgpu::ShaderSource::Wgsl(include_str!("../shaders/copy_vec4.wgsl").into()),

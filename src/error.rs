@@ -135,6 +135,16 @@ pub enum Error {
         /// The device's binding limit.
         limit: u64,
     },
+    /// A [`ContextOptions`](crate::ContextOptions) field has a value no device can work with.
+    #[error("ContextOptions::{option} = {value}: {reason}")]
+    InvalidOption {
+        /// The field.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
     /// No GPU adapter was found.
     #[error(
         "no GPU adapter found{detail}. Install a software one: `apt-get install mesa-vulkan-drivers` (Vulkan lavapipe) or Mesa's EGL/llvmpipe for GL, and check WGPU_BACKEND / WGPU_ADAPTER_NAME"

@@ -174,9 +174,15 @@ impl PoolParams {
     }
 
     /// Checks the parameters for an input with `spatial_rank` spatial axes, as PyTorch does
-    /// (lengths, positivity, padding ≤ kernel / 2). Output-size checks need the input shape:
+    /// (1 to 3 spatial axes, else [`Error::InputRank`] with the input's rank `spatial_rank + 2`;
+    /// lengths, positivity, padding ≤ kernel / 2). Output-size checks need the input shape:
     /// see [`PoolSpec::validate`].
     pub fn validate(&self, spatial_rank: usize) -> Result<()> {
+        // PyTorch's max_pool is 1-D to 3-D: without this, rank 0 (every list empty) and rank 4
+        // (every list of 4) would pass, since the lengths agree.
+        if !(1..=3).contains(&spatial_rank) {
+            return Err(Error::InputRank { rank: spatial_rank.saturating_add(2) });
+        }
         let [kernel, stride, padding, dilation] = self.resolved(spatial_rank)?;
         for axis in 0..spatial_rank {
             for (name, v) in [("kernel", kernel[axis]), ("stride", stride[axis]), ("dilation", dilation[axis])] {
@@ -192,7 +198,10 @@ impl PoolParams {
     }
 }
 
-/// PyTorch's output size for one axis (`pooling_output_shape`), or an error if below 1.
+/// PyTorch's output size for one axis (`pooling_output_shape`); `None` for a stride of 0.
+///
+/// The size may be 0 or negative: such parameters are invalid for this input, which
+/// [`PoolSpec::validate`] reports as [`Error::EmptyOutput`].
 pub fn output_size(
     input: usize,
     kernel: usize,
@@ -494,6 +503,17 @@ mod tests {
         assert!(matches!(zero, Err(Error::ZeroSize { .. })));
         let empty_batch = PoolSpec::new(InputShape::nchw(0, 3, 4, 4), PoolParams::new([2, 2])).validate().unwrap();
         assert_eq!(empty_batch.output_len(), 0);
+    }
+
+    #[test]
+    fn params_validate_only_one_to_three_spatial_axes() {
+        // The lengths agree with the rank, so only the rank check refuses these.
+        assert_eq!(PoolParams::new([0usize; 0]).validate(0), Err(Error::InputRank { rank: 2 }));
+        assert_eq!(PoolParams::new([2; 4]).validate(4), Err(Error::InputRank { rank: 6 }));
+        assert_eq!(PoolParams::new([2; 4]).validate(usize::MAX), Err(Error::InputRank { rank: usize::MAX }));
+        for rank in 1..=3 {
+            assert_eq!(PoolParams::new(vec![2; rank]).validate(rank), Ok(()));
+        }
     }
 
     #[test]

@@ -107,8 +107,10 @@ impl<T: TensorElement> GpuTensor<T> {
     /// [`write`](GpuTensor::write) it and `COPY_SRC` to [`download`](GpuTensor::download) it).
     ///
     /// `offset` must be a multiple of the element size, and the buffer must hold the tensor's
-    /// 4-byte-rounded span (see [`GpuTensor`]); otherwise [`Error::Misaligned`] or
-    /// [`Error::ShapeMismatch`].
+    /// 4-byte-rounded span (see [`GpuTensor`]; an empty tensor needs no bytes, only an offset
+    /// no greater than the buffer's size); otherwise [`Error::Misaligned`] or
+    /// [`Error::ShapeMismatch`]. A shape whose bytes, or whose span's end, do not fit in a
+    /// `u64` is [`Error::TooLarge`].
     ///
     /// ```
     /// # fn main() -> Result<(), wgpool::Error> {
@@ -129,6 +131,9 @@ impl<T: TensorElement> GpuTensor<T> {
     /// ```
     pub fn from_buffer(buffer: &wgpu::Buffer, offset: u64, shape: InputShape, layout: Layout) -> Result<Self> {
         let len = shape.numel()?;
+        // Checked here, so that `size_bytes` never overflows for any tensor (the allocating
+        // constructors check it through `tensor_bytes`).
+        data_bytes::<T>(len)?;
         let tensor = Self { buffer: buffer.clone(), offset, shape, layout, len, element: PhantomData };
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::BufferUsage { what: "tensor".into(), usage: "STORAGE".into() });
@@ -205,10 +210,11 @@ impl<T: TensorElement> GpuTensor<T> {
     /// `queue.write_buffer`. An odd-length `f16` tensor gets zeros in the 2 bytes after its last
     /// element (whole 4-byte words are written).
     ///
-    /// Errors: a lost device is [`Error::DeviceLost`]. A staged write that the device refuses is
-    /// [`Error::OutOfMemory`] or [`Error::Device`] (as is an error that wgpu reported outside
-    /// any call since the last one); errors of a `queue.write_buffer` write go to the device's
-    /// error handler.
+    /// Errors: a lost device is [`Error::DeviceLost`]. A write that the device refuses (for
+    /// instance into a destroyed buffer) is [`Error::OutOfMemory`] or [`Error::Device`], this
+    /// call's and no other's; in the browser, though, the errors of a `queue.write_buffer` write
+    /// go to the device's error handler (see [`Context::take_uncaptured_error`]), since its
+    /// error scopes answer only through the event loop.
     pub fn write(&self, ctx: &Context, data: &[T]) -> Result<()> {
         check_len("write data length (elements)", self.len, data.len())?;
         if !self.buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
@@ -269,6 +275,8 @@ impl<T: TensorElement> GpuTensor<T> {
         BufferRegion::new(&self.buffer, self.offset)
     }
     /// The tensor's bytes (rounded up to 4) as a binding for a bind group of your own kernels.
+    /// An empty tensor's binding has 4 bytes (wgpu has no empty bindings), which its buffer
+    /// must hold after the offset for the bind group to be valid.
     ///
     /// Storage bindings must start at a multiple of the device's
     /// `min_storage_buffer_offset_alignment` (256 on most devices): tensors wgpool allocates
@@ -299,16 +307,22 @@ impl<T: TensorElement> GpuTensor<T> {
     }
     /// Bytes of data (without the rounding to 4 of [`GpuTensor`]'s span).
     pub fn size_bytes(&self) -> u64 {
-        (self.len * std::mem::size_of::<T>()) as u64
+        // Every constructor has checked that this product fits.
+        self.len as u64 * std::mem::size_of::<T>() as u64
     }
 
-    /// The 4-byte-aligned byte range the tensor covers.
+    /// The 4-byte-aligned byte range the tensor covers; empty at the offset for an empty
+    /// tensor, which covers no bytes.
     fn span(&self) -> Result<(u64, u64)> {
+        let bytes = self.size_bytes();
+        if bytes == 0 {
+            return Ok((self.offset, self.offset));
+        }
         let start = self.offset / COPY_ALIGN * COPY_ALIGN;
-        let end = self.offset.checked_add(self.size_bytes()).map(|e| e.next_multiple_of(COPY_ALIGN).max(start + 4));
+        let end = self.offset.checked_add(bytes).and_then(|e| e.checked_next_multiple_of(COPY_ALIGN));
         let end = end.ok_or_else(|| Error::TooLarge {
-            what: "tensor end offset".into(),
-            value: self.offset as u128 + self.size_bytes() as u128,
+            what: format!("{} tensor end offset (rounded up to 4)", T::NAME),
+            value: (self.offset as u128 + bytes as u128).next_multiple_of(COPY_ALIGN as u128),
             limit: u64::MAX as u128,
         })?;
         Ok((start, end))
@@ -832,6 +846,16 @@ fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
         return Err(Error::ShapeMismatch { what: what.into(), expected: expected as u64, found: found as u64 });
     }
     Ok(())
+}
+
+/// Bytes of data of `len` elements, or [`Error::TooLarge`] where they do not fit in a `u64`.
+fn data_bytes<T: TensorElement>(len: usize) -> Result<u64> {
+    let elem = std::mem::size_of::<T>() as u64;
+    (len as u64).checked_mul(elem).ok_or_else(|| Error::TooLarge {
+        what: format!("{} tensor (bytes)", T::NAME),
+        value: len as u128 * elem as u128,
+        limit: u64::MAX as u128,
+    })
 }
 
 /// Buffer bytes for `len` elements: rounded up to 4, at least 4 (empty tensors included).

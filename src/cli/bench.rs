@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use wgpool::bench::{
-    Direction, Prepared, TimeSource, Timing, bytes_moved, bytes_moved_values, copy_bandwidth, random_data, time_for,
-    time_wall,
+    Direction, Prepared, TimeSource, Timing, bytes_moved, bytes_moved_values, copy_bandwidth, copy_bytes, random_data,
+    time_for, time_wall,
 };
 use wgpool::cases::{self, BenchCase};
 use wgpool::{Context, ContextOptions, InputShape, Layout, PoolParams, PoolSpec, cpu};
@@ -27,9 +27,9 @@ pub struct Args {
     /// Only these cases (comma-separated names: A,B,C,D,E,F1,F3,G).
     #[arg(long, value_delimiter = ',')]
     pub cases: Vec<String>,
-    /// Timed GPU passes per case and direction.
-    #[arg(long, default_value_t = 50)]
-    pub iterations: usize,
+    /// Timed GPU passes per case and direction (any number: timestamps are read back in sets).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iterations: u32,
     /// Skip the CPU path (and the GPU/CPU speed-ups).
     #[arg(long)]
     pub no_cpu: bool,
@@ -90,8 +90,8 @@ pub struct Row {
     pub gpu_scalar_ms: Option<f64>,
     /// Forward rows: the values-only pass (no indices), median ms.
     pub gpu_values_ms: Option<f64>,
-    /// The bytes the values-only pass must move.
-    pub values_bytes: u64,
+    /// Forward rows: the bytes the values-only pass must move.
+    pub values_bytes: Option<u64>,
     /// `timestamps` or `wall`.
     pub gpu_source: &'static str,
     /// The kernel variant the context chose (what `gpu_ms` timed).
@@ -152,9 +152,11 @@ pub fn run(args: Args) -> CliResult {
         info.backend, info.name, info.device_type, info.driver, info.driver_info
     );
     println!("timing: {}", if ctx.has_timestamps() { "GPU timestamps" } else { "wall time (no TIMESTAMP_QUERY)" });
-    let copy_bytes = if software { 64 << 20 } else { 256 << 20 };
-    let (copy_gbps, _) = copy_bandwidth(&ctx, copy_bytes, args.iterations.max(20))?;
-    println!("vec4 copy: {copy_gbps:.0} GB/s (read + write, {} MiB)", copy_bytes >> 20);
+    let iterations = args.iterations as usize;
+    // What the copy moves: the size asked for, within the adapter's largest storage binding.
+    let copy_bytes = copy_bytes(&ctx, if software { 64 << 20 } else { 256 << 20 });
+    let (copy_gbps, _) = copy_bandwidth(&ctx, copy_bytes, iterations.max(20))?;
+    println!("vec4 copy: {copy_gbps:.0} GB/s (read + write, {})", mib(copy_bytes));
 
     let total: u64 = list.iter().map(|c| c.layouts.len() as u64 * 2).sum();
     let progress = indicatif::ProgressBar::new(2 * total).with_style(
@@ -179,20 +181,20 @@ pub fn run(args: Args) -> CliResult {
                     Direction::Forward => ctx.forward_variants(&spec)?,
                     Direction::Backward => ctx.backward_variants(&spec)?,
                 };
-                let gpu_ms = prepared.time(&ctx, direction, warmup, args.iterations)?.median_ms();
+                let gpu_ms = prepared.time(&ctx, direction, warmup, iterations)?.median_ms();
                 let mut other_variants = vec![];
                 if args.variants {
                     for &v in &listed[1..] {
-                        let ms = prepared.time_variant(&ctx, direction, Some(v), warmup, args.iterations)?.median_ms();
+                        let ms = prepared.time_variant(&ctx, direction, Some(v), warmup, iterations)?.median_ms();
                         other_variants.push((v.name(), ms));
                     }
                 }
                 let gpu_values_ms = match direction {
-                    Direction::Forward => Some(prepared.time_values(&ctx, warmup, args.iterations)?.median_ms()),
+                    Direction::Forward => Some(prepared.time_values(&ctx, warmup, iterations)?.median_ms()),
                     Direction::Backward => None,
                 };
                 let gpu_scalar_ms = match &scalar {
-                    Some((s, p)) => Some(p.time(s, direction, warmup, args.iterations)?.median_ms()),
+                    Some((s, p)) => Some(p.time(s, direction, warmup, iterations)?.median_ms()),
                     None => None,
                 };
                 rows.push(Row {
@@ -204,7 +206,7 @@ pub fn run(args: Args) -> CliResult {
                     gpu_ms,
                     gpu_scalar_ms,
                     gpu_values_ms,
-                    values_bytes: bytes_moved_values(&g, 4),
+                    values_bytes: gpu_values_ms.map(|_| bytes_moved_values(&g, 4)),
                     gpu_source: if ctx.has_timestamps() { "timestamps" } else { "wall" },
                     variant: listed[0].name(),
                     other_variants,
@@ -260,6 +262,7 @@ pub fn run(args: Args) -> CliResult {
     }
     progress.finish_and_clear();
     print!("{}", table(&rows, copy_gbps));
+    println!("{}", legend(copy_bytes));
     if args.variants {
         print!("{}", variants_table(&rows, copy_gbps));
     }
@@ -276,7 +279,8 @@ pub fn run(args: Args) -> CliResult {
         overhead.prepare_ms, overhead.prepared_first_ms, overhead.repeat_ms
     );
     if let Some(path) = &args.json {
-        let text = json(ctx.adapter_info(), copy_gbps, &rows, &overhead);
+        let run = RunInfo { copy_gbps, copy_bytes, iterations, warmup_ms: args.warmup_ms };
+        let text = json(ctx.adapter_info(), &run, &rows, &overhead);
         wgpool::npy::write_file_atomic(path, text.as_bytes())?;
     }
     if let Some(path) = &args.plot {
@@ -383,6 +387,25 @@ fn measure_overhead(ctx: &Context) -> Result<Overhead, Failure> {
     })
 }
 
+/// `n` bytes in MiB, with decimals where it is not a whole number of them.
+fn mib(n: u64) -> String {
+    if n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64)
+    }
+}
+
+/// What the table's columns compare with, printed under it.
+pub fn legend(copy_bytes: u64) -> String {
+    format!(
+        "%copy: GB/s over the vec4 copy's ({} each way, from memory). Each row repeats its passes on the same\n\
+         buffers: where its bytes fit the GPU's last-level cache (an H100's L2: 50 MB), they may run from that\n\
+         cache, and %copy is then not a DRAM efficiency (it can exceed 100%).",
+        mib(copy_bytes)
+    )
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "-".into())
 }
@@ -419,7 +442,8 @@ pub fn table(rows: &[Row], copy_gbps: f64) -> String {
             r.gbps(),
             100.0 * r.gbps() / copy_gbps,
             r.gpu_values_ms
-                .map(|ms| format!("{ms:.4} ({:.0}%)", 100.0 * r.values_bytes as f64 / (ms * 1e6) / copy_gbps))
+                .zip(r.values_bytes)
+                .map(|(ms, bytes)| format!("{ms:.4} ({:.0}%)", 100.0 * bytes as f64 / (ms * 1e6) / copy_gbps))
                 .unwrap_or_else(|| "-".into()),
             opt(r.gpu_scalar_ms, 4),
             opt(r.cpu_ms, 3),
@@ -481,8 +505,22 @@ fn json_num(v: Option<f64>) -> String {
     v.filter(|v| v.is_finite()).map(|v| format!("{v}")).unwrap_or_else(|| "null".into())
 }
 
-/// The results as JSON (no serde: a flat, stable schema).
-pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], overhead: &Overhead) -> String {
+/// What a run measured with, for its JSON.
+pub struct RunInfo {
+    /// The vec4 copy's bandwidth, GB/s (read + write).
+    pub copy_gbps: f64,
+    /// The bytes that copy moved each way (the size asked for, within the binding limit).
+    pub copy_bytes: u64,
+    /// Timed GPU passes per case, direction and variant.
+    pub iterations: usize,
+    /// GPU warm-up before each of those timings, ms of GPU work.
+    pub warmup_ms: u64,
+}
+
+/// The results as JSON (no serde: a flat, stable schema). Rows: `values_bytes` goes with
+/// `gpu_values_ms` (forward rows; both null on backward rows).
+pub fn json(info: &wgpool::wgpu::AdapterInfo, run: &RunInfo, rows: &[Row], overhead: &Overhead) -> String {
+    let copy_gbps = run.copy_gbps;
     let mut s = String::from("{\n");
     let _ = writeln!(
         s,
@@ -494,6 +532,9 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
         json_str(&info.driver_info)
     );
     let _ = writeln!(s, "  \"copy_gbps\": {},", json_num(Some(copy_gbps)));
+    let _ = writeln!(s, "  \"copy_bytes\": {},", run.copy_bytes);
+    let _ = writeln!(s, "  \"iterations\": {},", run.iterations);
+    let _ = writeln!(s, "  \"warmup_ms\": {},", run.warmup_ms);
     let _ = writeln!(
         s,
         "  \"overhead_ms\": {{\"host\": {}, \"encoder\": {}, \"gpu\": {}, \"first_forward\": {}, \"first_backward\": {}, \"second_forward\": {}, \"second_backward\": {}, \"prepare\": {}, \"prepared_first\": {}, \"repeat\": {}}},",
@@ -521,7 +562,7 @@ pub fn json(info: &wgpool::wgpu::AdapterInfo, copy_gbps: f64, rows: &[Row], over
             json_num(Some(r.gpu_ms)),
             json_num(r.gpu_scalar_ms),
             json_num(r.gpu_values_ms),
-            r.values_bytes,
+            r.values_bytes.map_or_else(|| "null".into(), |b| b.to_string()),
             json_str(r.gpu_source),
             json_num(Some(r.gbps())),
             json_num(Some(r.gbps() / copy_gbps)),

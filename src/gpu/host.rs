@@ -221,7 +221,9 @@ impl Context {
     /// without waiting: they land before the next submission on the queue, after every earlier
     /// one. Large writes (see [`super::ContextOptions::staged_writes_from`]) go through a pooled
     /// staging buffer and a submission of their own; smaller ones through `queue.write_buffer`,
-    /// which batches them into the next submission.
+    /// which batches them into the next submission. Either way a write the device refuses is
+    /// this call's error, except in the browser, where a `queue.write_buffer`'s goes to the
+    /// device's error handler (see [`Context::take_uncaptured_error`]).
     pub(crate) fn write_bytes(&self, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) -> Result<()> {
         self.check_usable()?;
         if bytes.is_empty() {
@@ -238,8 +240,15 @@ impl Context {
             self.pool.give_back(vec![staging]);
             return Ok(());
         }
-        self.write_words(dst, offset, bytes);
-        Ok(())
+        // In scopes: outside them, an error (a destroyed buffer) would reach the device's
+        // handler, and this call would report success.
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.scoped_now(|| self.write_words(dst, offset, bytes));
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.write_words(dst, offset, bytes);
+            Ok(())
+        }
     }
 
     /// See [`super::ContextOptions::staged_writes_from`].
@@ -326,14 +335,30 @@ impl Context {
         }
         // A pooled staging buffer whose mapping died with the device fails in `record`; the
         // caller's own mistakes (shapes, sizes) come back as they are, at once.
-        let submission = submission.map_err(|e| match e {
+        // An error wgpu reported outside any scope belongs to other work (another thread's, the
+        // caller's own): it stays for `Context::take_uncaptured_error` and fails nothing here.
+        submission.map_err(|e| match e {
             Error::BufferMap(_) | Error::Device(_) => self.lost_or(e),
             e => e,
-        })?;
-        if let Some(e) = self.take_uncaptured() {
-            return Err(Error::Device(e));
+        })
+    }
+
+    /// Runs `work` inside error scopes and returns its GPU errors (first the internal, then
+    /// validation, then out-of-memory ones), as [`Context::submit_scoped`] does for a
+    /// submission. Native only: there the scopes answer at once, while in the browser they
+    /// answer through the event loop, which a synchronous caller cannot wait for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn scoped_now<R>(&self, work: impl FnOnce() -> R) -> Result<R> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let out = work();
+        // Popped innermost first, all of them, before any error returns.
+        let errors = [internal.pop(), validation.pop(), oom.pop()].map(pollster::block_on);
+        match errors.into_iter().flatten().next() {
+            Some(e) => Err(self.lost_or(scope_error(e))),
+            None => Ok(out),
         }
-        Ok(submission)
     }
 
     /// `e`, or [`Error::DeviceLost`] where the device turns out to be gone: then every object is

@@ -41,6 +41,7 @@ pub struct ContextOptions {
     /// Caps the buffer size below the adapter's.
     pub max_buffer_size: Option<u64>,
     /// Caps the workgroups per dispatch dimension below the adapter's (to exercise 2-D grids).
+    /// `Some(0)`, which leaves no dispatch possible, is [`Error::InvalidOption`].
     pub max_compute_workgroups_per_dimension: Option<u32>,
     /// wgpu's memory-allocation hints for the device; `None`: [`DEFAULT_MEMORY_HINTS`].
     pub memory_hints: Option<wgpu::MemoryHints>,
@@ -92,7 +93,24 @@ pub struct ContextOptions {
     /// the two calls took about as long together either way. Ignored in the browser (no
     /// threads).
     pub background_compiles: bool,
+    /// The most bytes of buffers that the context's cached bind groups keep alive; `None`:
+    /// [`DEFAULT_BIND_GROUP_CACHE_BYTES`]. A bind group holds the buffers it binds, so a cached
+    /// one keeps a tensor's memory after the caller drops the tensor; beyond this budget (or 64
+    /// bind groups) the least recently used ones are dropped. Repeated passes over the same
+    /// buffers find their bind groups as long as those buffers fit the budget together; the
+    /// most recently used bind group is kept even alone above it, so the memory held is at most
+    /// the budget or one pass's buffers, whichever is larger. [`Context::clear_caches`] drops
+    /// them all.
+    pub bind_group_cache_bytes: Option<u64>,
 }
+
+/// [`ContextOptions::bind_group_cache_bytes`] by default: room for the buffers of a 2×2,
+/// stride-2 forward and backward pass over an 80 MB input (input and input gradient, two
+/// outputs and two gradients of a quarter each: 240 MB), so that a training loop over those
+/// creates no bind groups. Case A or B (103 MB input) binds 154 MB per pass: repeating one
+/// pass stays cached, alternating forward and backward (308 MB) creates each pass's bind
+/// groups again, which costs far less than the pass.
+pub const DEFAULT_BIND_GROUP_CACHE_BYTES: u64 = 256 << 20;
 
 /// [`ContextOptions::generic_calls`] by default: a shape's first pass runs the generic kernel,
 /// its second compiles its own pipeline. A shape seen once (input sizes that keep changing)
@@ -135,7 +153,7 @@ pub const DEFAULT_MEMORY_HINTS: wgpu::MemoryHints =
 #[derive(Debug, Default)]
 struct DeviceState {
     lost: Mutex<Option<String>>,
-    uncaptured: Mutex<Option<String>>,
+    uncaptured: Mutex<Option<Error>>,
 }
 
 /// A wgpu device and queue with wgpool's kernels, ready to pool.
@@ -213,6 +231,14 @@ impl Context {
     /// Creates a context on `adapter`, requesting the adapter's own limits (capped by
     /// `options`) and `SHADER_F16` where the adapter has it.
     pub async fn from_adapter(adapter: &wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
+        if options.max_compute_workgroups_per_dimension == Some(0) {
+            // Every pass divides its workgroups among dimensions of at most this many.
+            return Err(Error::InvalidOption {
+                option: "max_compute_workgroups_per_dimension",
+                value: "Some(0)".into(),
+                reason: "no dispatch can run with 0 workgroups per dimension; the cap must be at least 1",
+            });
+        }
         let info = adapter.get_info();
         let mut limits = adapter.limits();
         if let Some(cap) = options.max_storage_buffer_binding_size {
@@ -238,10 +264,11 @@ impl Context {
             .await
             .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
         let state = Arc::new(DeviceState::default());
-        // Our own device: record errors instead of wgpu's default panic, and remember a loss.
+        // Our own device: record errors instead of wgpu's default panic (the first since
+        // `take_uncaptured_error`: later ones tend to follow from it), and remember a loss.
         let s = state.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            *s.uncaptured.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            s.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| scope_error(e));
         }));
         let s = state.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -373,8 +400,18 @@ impl Context {
         }
     }
 
-    /// Takes (and clears) an error wgpu reported outside any error scope.
-    pub(crate) fn take_uncaptured(&self) -> Option<String> {
+    /// Takes (and clears) the first error wgpu reported outside any error scope since the last
+    /// call of this: an error of no wgpool call, which all run their GPU work inside error
+    /// scopes and return their own errors. What remains comes from work outside them: the
+    /// caller's own on [`Context::device`] and [`Context::queue`], recordings into the caller's
+    /// encoders ([`Context::record_forward`], ...; a bind group or pipeline the device
+    /// refuses), and in the browser the writes of [`GpuTensor::write`](crate::GpuTensor::write)
+    /// and [`GpuTensor::upload_async`](crate::GpuTensor::upload_async), which cannot wait
+    /// there for an error scope. No wgpool call fails because of it.
+    ///
+    /// Always `None` on a context from [`Context::from_device`], whose device keeps the
+    /// caller's error handler.
+    pub fn take_uncaptured_error(&self) -> Option<Error> {
         self.state.uncaptured.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

@@ -92,22 +92,23 @@ struct BindKey {
 #[derive(Default)]
 pub(crate) struct Caches {
     uniforms: Mutex<HashMap<ParamsUniform, wgpu::Buffer>>,
-    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    bind_groups: Mutex<BindGroups>,
     /// What a values-only forward binds where the indices would go (16 bytes, never accessed).
     placeholder: std::sync::OnceLock<wgpu::Buffer>,
 }
 
-/// Most entries per cache; a full cache is emptied (bind groups hold their buffers alive).
+/// Most entries per cache. A full uniform cache is emptied (its buffers are a few hundred bytes
+/// each); a full bind-group cache drops its least recently used entry.
 const CACHE_LIMIT: usize = 64;
 
 impl Caches {
     pub fn clear(&self) {
         self.uniforms.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()) = BindGroups::default();
     }
     pub fn len(&self) -> usize {
         self.uniforms.lock().unwrap_or_else(|p| p.into_inner()).len()
-            + self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).len()
+            + self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
     }
 }
 
@@ -120,6 +121,88 @@ fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: K,
         map.clear();
     }
     map.entry(key).or_insert_with(make).clone()
+}
+
+/// The bind-group cache, least recently used out first.
+///
+/// A bind group keeps every buffer it binds alive, so a cached one would keep the memory of a
+/// tensor the caller has dropped (a new input every step: a new bind group every step). Hence
+/// the budget on the bytes of the distinct buffers the entries bind
+/// ([`ContextOptions::bind_group_cache_bytes`](super::ContextOptions::bind_group_cache_bytes)),
+/// besides [`CACHE_LIMIT`]. The most recently used entry always stays, even alone above the
+/// budget: its buffers are those of the pass being recorded, and a loop over tensors that large
+/// still finds its bind group.
+#[derive(Default)]
+struct BindGroups {
+    entries: HashMap<BindKey, BindEntry>,
+    /// Every buffer some entry binds, with the number of entries that bind it.
+    buffers: HashMap<wgpu::Buffer, usize>,
+    /// The total size of the buffers in `buffers`.
+    bytes: u64,
+    /// Counts lookups; an entry's `used` is the count at its last lookup.
+    clock: u64,
+}
+
+struct BindEntry {
+    group: wgpu::BindGroup,
+    used: u64,
+}
+
+impl BindGroups {
+    fn get(&mut self, key: &BindKey) -> Option<wgpu::BindGroup> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|e| {
+            e.used = clock;
+            e.group.clone()
+        })
+    }
+
+    /// Adds `group` as the most recently used entry, then drops the least recently used ones
+    /// until at most [`CACHE_LIMIT`] entries and `budget` bytes remain (or only this one).
+    fn insert(&mut self, key: BindKey, group: wgpu::BindGroup, budget: u64) {
+        for buffer in distinct_buffers(&key) {
+            let count = self.buffers.entry(buffer.clone()).or_insert(0);
+            if *count == 0 {
+                self.bytes += buffer.size();
+            }
+            *count += 1;
+        }
+        self.clock += 1;
+        self.entries.insert(key, BindEntry { group, used: self.clock });
+        while self.entries.len() > 1 && (self.entries.len() > CACHE_LIMIT || self.bytes > budget) {
+            let oldest = self.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &BindKey) {
+        if self.entries.remove(key).is_none() {
+            return;
+        }
+        for buffer in distinct_buffers(key) {
+            if let Some(count) = self.buffers.get_mut(buffer) {
+                *count -= 1;
+                if *count == 0 {
+                    self.buffers.remove(buffer);
+                    self.bytes -= buffer.size();
+                }
+            }
+        }
+    }
+}
+
+/// The buffers `key` binds, each once (a backward pass may bind grad_input and its counter in
+/// one buffer).
+fn distinct_buffers(key: &BindKey) -> impl Iterator<Item = &wgpu::Buffer> {
+    let bindings = &key.bindings;
+    bindings
+        .iter()
+        .enumerate()
+        .filter(|&(i, b)| bindings[..i].iter().all(|earlier| earlier.buffer != b.buffer))
+        .map(|(_, b)| &b.buffer)
 }
 
 /// The most input elements of a forward and of a backward pass that the generic kernels run on a
@@ -456,8 +539,14 @@ impl Context {
 
     fn bind_group(&self, kernel: Kernel, params: ParamsUniform, bindings: Vec<Binding>) -> wgpu::BindGroup {
         let key = BindKey { kernel, params, bindings };
+        // Before the bind-group lock: `Caches::len` takes the uniform lock first.
         let uniform = self.uniform(params);
-        cached(&self.caches.bind_groups, key.clone(), || {
+        let mut cache = self.caches.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(group) = cache.get(&key) {
+            return group;
+        }
+        // Created under the lock, so that threads missing the same key make one bind group.
+        let group = {
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
             for (i, b) in key.bindings.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
@@ -474,7 +563,10 @@ impl Context {
                 layout: self.kernels.bind_group_layout(kernel),
                 entries: &entries,
             })
-        })
+        };
+        let budget = self.options.bind_group_cache_bytes.unwrap_or(super::DEFAULT_BIND_GROUP_CACHE_BYTES);
+        cache.insert(key, group.clone(), budget);
+        group
     }
 
     fn check_aliasing(reads: &[&TensorArg<'_>], writes: &[&TensorArg<'_>]) -> Result<()> {

@@ -1266,6 +1266,23 @@ fn cli_bench_variants_and_values_only() {
                 &row[row.find(&format!("\"{key}\": ")).unwrap_or_else(|| panic!("{key} in {row}")) + key.len() + 4..];
             rest[..rest.find([',', '}']).unwrap()].trim_matches('"').to_string()
         };
+        // What the run measured with: the copy's bytes as copied (the line and the JSON agree),
+        // the passes and the warm-up.
+        let top = |key: &str| -> String {
+            let line =
+                json.lines().find(|l| l.starts_with(&format!("  \"{key}\": "))).unwrap_or_else(|| panic!("{key}"));
+            line.split(": ").nth(1).unwrap().trim_end_matches(',').to_string()
+        };
+        let copy_bytes: u64 = top("copy_bytes").parse().unwrap();
+        assert!(copy_bytes > 0 && copy_bytes.is_multiple_of(16), "[{}] copy_bytes {copy_bytes}", dev.name());
+        let copy_line = table.lines().find(|l| l.starts_with("vec4 copy:")).expect("vec4 copy line");
+        assert!(
+            copy_line.contains(&format!("{} MiB", copy_bytes >> 20)),
+            "[{}] {copy_line} vs {copy_bytes}",
+            dev.name()
+        );
+        assert_eq!((top("iterations").as_str(), top("warmup_ms").as_str()), ("3", "1"), "[{}]", dev.name());
+        assert!(table.contains("%copy: GB/s over the vec4 copy's"), "[{}] the legend\n{table}", dev.name());
         // The per-call costs, the first calls on a new geometry among them.
         assert!(table.contains("first host-level call on a new geometry"), "[{}] {table}", dev.name());
         let overhead = json.lines().find(|l| l.contains("\"overhead_ms\"")).expect("overhead_ms");
@@ -1288,11 +1305,13 @@ fn cli_bench_variants_and_values_only() {
         }
         for row in &rows {
             let (layout, dir_name) = (field(row, "layout"), field(row, "direction"));
-            let values_ms = field(row, "gpu_values_ms");
+            let (values_ms, values_bytes) = (field(row, "gpu_values_ms"), field(row, "values_bytes"));
             if dir_name == "fwd" {
                 assert!(values_ms.parse::<f64>().is_ok_and(|ms| ms > 0.0), "[{}] {row}", dev.name());
+                assert!(values_bytes.parse::<u64>().is_ok_and(|b| b > 0), "[{}] {row}", dev.name());
             } else {
-                assert_eq!(values_ms, "null", "[{}] {row}", dev.name());
+                // No values-only pass backward: neither its time nor its bytes.
+                assert_eq!((values_ms.as_str(), values_bytes.as_str()), ("null", "null"), "[{}] {row}", dev.name());
             }
             // Channels-last E (512 channels, k2 s2): the four-channel scatter, then the others.
             if (layout.as_str(), dir_name.as_str()) == ("nxc", "bwd") {
@@ -1306,4 +1325,34 @@ fn cli_bench_variants_and_values_only() {
             }
         }
     }
+}
+
+/// Timed passes past what one query set holds (wgpu: 4,096 queries, two per pass): 2,100 tiny
+/// forward passes on each adapter, every one with a time; `wgpool bench --iterations 0` is a usage
+/// error.
+#[test]
+fn cli_bench_time_passes_beyond_one_query_set() {
+    use wgpool::bench::{Direction, PASSES_PER_QUERY_SET, Prepared, TimeSource, time_passes};
+    let spec = PoolSpec::new(InputShape::nchw(1, 2, 4, 4), PoolParams::new([2, 2]));
+    // Over 2,048 passes (4,096 queries), and not a whole number of sets.
+    let n = 2 * PASSES_PER_QUERY_SET + 52;
+    assert!(n > 2048);
+    for ctx in super::common::contexts() {
+        let prepared = Prepared::new::<f32>(ctx, &spec, 1).unwrap();
+        let timing = time_passes(ctx, n, |e, o| prepared.record(ctx, e, Direction::Forward, o))
+            .unwrap_or_else(|e| panic!("[{}] {n} passes: {e}", ctx.describe()));
+        assert_eq!(timing.samples_ms.len(), n, "[{}]", ctx.describe());
+        assert_eq!(timing.source == TimeSource::Timestamps, ctx.has_timestamps(), "[{}]", ctx.describe());
+        // A time each (ticks that ran backwards would wrap to a huge one).
+        let bad = timing.samples_ms.iter().position(|t| !(t.is_finite() && (0.0..10_000.0).contains(t)));
+        assert_eq!(bad, None, "[{}] {:?}", ctx.describe(), bad.map(|i| timing.samples_ms[i]));
+        assert!(timing.median_ms().is_finite(), "[{}]", ctx.describe());
+        // No passes, no samples.
+        assert!(
+            time_passes(ctx, 0, |e, o| prepared.record(ctx, e, Direction::Forward, o)).unwrap().samples_ms.is_empty()
+        );
+    }
+    let out = run(Dev::Vulkan, &strings(&["bench", "--quick", "--iterations", "0"]));
+    assert_eq!(out.status.code(), Some(2), "--iterations 0 is a usage error: {}", stderr(&out));
+    assert!(stderr(&out).contains("--iterations"), "{}", stderr(&out));
 }

@@ -502,3 +502,226 @@ fn async_forms_work_under_any_executor() {
         case.pass();
     }
 }
+
+/// The bytes wgpu's allocator holds once the GPU is idle and the buffers dropped so far are
+/// freed; `None` where the backend has no allocator report (GL).
+fn allocated_bytes(ctx: &Context) -> Option<u64> {
+    ctx.wait(None).unwrap();
+    let _ = ctx.device().poll(wgpu::PollType::wait_indefinitely());
+    ctx.device().generate_allocator_report().map(|r| r.total_allocated_bytes)
+}
+
+/// A bind group keeps the buffers it binds alive: the bind-group cache must not keep the memory
+/// of tensors the caller dropped beyond its budget, and must still serve repeated passes over the
+/// same tensors.
+#[test]
+fn dropped_tensors_are_not_kept_alive_by_the_bind_group_cache() {
+    const MIB: u64 = 1 << 20;
+    let budget = 4 * MIB;
+    // 1 MiB of input, 256 KiB each of values and indices: 1.5 MiB bound per pass.
+    let spec = PoolSpec::new(InputShape::nchw(1, 4, 256, 256), PoolParams::new([2, 2]));
+    let data: Vec<f32> = (0..1 << 18).map(|i| (i % 1013) as f32).collect();
+    let want = cpu::reference::forward(&spec, &data).unwrap().values;
+    let step = |ctx: &Context| {
+        let input = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, &data).unwrap();
+        let pooled = ctx.forward_tensor(&spec, &input).unwrap();
+        assert_eq!(pooled.values.download(ctx).unwrap(), want, "[{}]", ctx.describe());
+    };
+    for base in contexts() {
+        let options = wgpool::ContextOptions { bind_group_cache_bytes: Some(budget), ..Default::default() };
+        let ctx = &context_with(base, options);
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        // Pipelines and the download's pooled readback buffer, then a clean cache.
+        step(ctx);
+        ctx.clear_caches();
+        let before = allocated_bytes(ctx);
+        // 24 steps, each over new tensors dropped at its end: 36 MiB bound in all.
+        for _ in 0..24 {
+            step(ctx);
+        }
+        let after = allocated_bytes(ctx);
+        // At most the budget and the last pass's bind group (kept even above the budget), plus
+        // the pool's readback buffer (256 KiB) and 1 MiB of slack for wgpu.
+        if let (Some(before), Some(after)) = (before, after) {
+            let growth = after.saturating_sub(before);
+            assert!(
+                growth <= budget + 3 * MIB,
+                "[{name}] dropped tensors stay allocated: {growth} bytes more after 24 steps (budget {budget})"
+            );
+        }
+        // A uniform buffer, the pool's readback buffer and at most three bind groups.
+        assert!(ctx.cached_objects() <= 5, "[{name}] {} cached objects", ctx.cached_objects());
+
+        // Passes over the same tensors still find their bind groups.
+        let input = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, &data).unwrap();
+        let outputs = PooledTensors::<f32>::allocate(ctx, &spec).unwrap();
+        let mut objects = None;
+        for round in 0..3 {
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            ctx.record_forward_tensor_into(&mut encoder, &spec, &input, &outputs).unwrap();
+            ctx.queue().submit([encoder.finish()]);
+            let now = ctx.cached_objects();
+            assert_eq!(*objects.get_or_insert(now), now, "[{name}] round {round}: a new bind group");
+        }
+        assert_eq!(outputs.values.download(ctx).unwrap(), want, "[{name}]");
+        // What stays after clear_caches is what the context holds for good.
+        drop((input, outputs));
+        ctx.clear_caches();
+        if let (Some(before), Some(cleared)) = (before, allocated_bytes(ctx)) {
+            assert!(cleared <= before + MIB, "[{name}] {cleared} bytes after clear_caches, {before} before the steps");
+        }
+        case.pass();
+    }
+}
+
+/// A `write` the device refuses (its buffer destroyed) returns its own error, through
+/// `queue.write_buffer` and through a staged copy alike, and no later call inherits it; nor does
+/// any call fail because of an error outside wgpool's calls, which `take_uncaptured_error` keeps.
+#[test]
+fn a_refused_write_fails_itself_and_no_other_call() {
+    let spec = PoolSpec::new(InputShape::new(1, 2, [8]), PoolParams::new([2]));
+    let data: Vec<f32> = (0..16).map(|i| ((i * 5) % 16) as f32).collect();
+    let want = cpu::reference::forward(&spec, &data).unwrap();
+    for base in contexts() {
+        // Writes of 256 bytes and more are staged; a context of its own, whose uncaptured errors
+        // only this test makes.
+        let options = wgpool::ContextOptions { staged_writes_from: Some(256), ..Default::default() };
+        let ctx = &context_with(base, options);
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        for len in [4usize, 64] {
+            let what = format!("[{name}] {} bytes", 4 * len);
+            let buffer = caller_buffer(ctx, 256, USAGE);
+            let t =
+                GpuTensor::<f32>::from_buffer(&buffer, 0, InputShape::new(1, 1, [len]), Layout::ChannelsFirst).unwrap();
+            t.write(ctx, &vec![1.0; len]).unwrap();
+            buffer.destroy();
+            let err = t.write(ctx, &vec![2.0; len]).unwrap_err();
+            assert!(matches!(&err, Error::Device(m) if m.contains("destroyed")), "{what}: {err}");
+            // Later calls, host-level and tensor-level, are fine.
+            assert_eq!(ctx.forward(&spec, &data).unwrap(), want, "{what}");
+            let input = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, &data).unwrap();
+            let pooled = ctx.forward_tensor(&spec, &input).unwrap();
+            assert_eq!(pooled.values.download(ctx).unwrap(), want.values, "{what}");
+        }
+        assert_eq!(ctx.take_uncaptured_error(), None, "[{name}] the refused writes reported elsewhere");
+
+        // The caller's own refused write, outside any wgpool call: kept, and failing no call.
+        let buffer = caller_buffer(ctx, 256, USAGE);
+        buffer.destroy();
+        ctx.queue().write_buffer(&buffer, 0, &[0u8; 4]);
+        assert_eq!(ctx.forward(&spec, &data).unwrap(), want, "[{name}]");
+        let t = GpuTensor::upload(ctx, spec.input.clone(), spec.layout, &data).unwrap();
+        assert_eq!(t.download(ctx).unwrap(), data, "[{name}]");
+        let err = ctx.take_uncaptured_error();
+        assert!(matches!(&err, Some(Error::Device(m)) if m.contains("destroyed")), "[{name}] {err:?}");
+        assert_eq!(ctx.take_uncaptured_error(), None, "[{name}] taken once");
+        case.pass();
+    }
+}
+
+/// `max_compute_workgroups_per_dimension: Some(0)` would leave no dispatch possible (every
+/// pass divided by it): refused when the context is made.
+#[test]
+fn zero_workgroups_per_dimension_is_refused_at_creation() {
+    let options = wgpool::ContextOptions { max_compute_workgroups_per_dimension: Some(0), ..Default::default() };
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let adapters = wgpool::gpu::enumerate_adapters_blocking(&wgpool::ContextOptions {
+            backends: Some(ctx.adapter_info().backend.into()),
+            ..Default::default()
+        });
+        let adapter = adapters.iter().find(|a| a.get_info().name == ctx.adapter_info().name).unwrap();
+        let err = pollster::block_on(Context::from_adapter(adapter, &options)).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOption { option: "max_compute_workgroups_per_dimension", .. }),
+            "[{}] {err}",
+            ctx.describe()
+        );
+        // The smallest cap that can run anything still makes a context.
+        let one = wgpool::ContextOptions { max_compute_workgroups_per_dimension: Some(1), ..Default::default() };
+        let small = pollster::block_on(Context::from_adapter(adapter, &one)).unwrap();
+        assert_eq!(small.limits().max_compute_workgroups_per_dimension, 1);
+        let spec = PoolSpec::new(InputShape::new(1, 1, [4]), PoolParams::new([2]));
+        assert_eq!(small.forward(&spec, &[1.0f32, 3.0, 2.0, 0.0]).unwrap().values, [3.0, 2.0]);
+        case.pass();
+    }
+}
+
+/// Sizes whose bytes or end offset overflow a u64 are refused as too large, not wrapped around
+/// (in release builds) into a small size that passes the buffer's check.
+#[test]
+fn from_buffer_refuses_sizes_that_overflow() {
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        let buffer = caller_buffer(ctx, 256, USAGE);
+        let cf = Layout::ChannelsFirst;
+        // 2^62 f32: 2^64 bytes.
+        let err = GpuTensor::<f32>::from_buffer(&buffer, 0, InputShape::new(1, 1, [1 << 62]), cf).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { value, .. } if value == 1 << 64), "[{name}] {err}");
+        let err = GpuTensor::<u32>::from_buffer(&buffer, 0, InputShape::new(4, 1, [1 << 61]), cf).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "[{name}] {err}");
+        // One f16 at u64::MAX - 3: its 4-byte-rounded end is 2^64.
+        let err = GpuTensor::<f16>::from_buffer(&buffer, u64::MAX - 3, InputShape::new(1, 1, [1]), cf).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { value, .. } if value == 1 << 64), "[{name}] {err}");
+        let err = GpuTensor::<f32>::from_buffer(&buffer, u64::MAX - 3, InputShape::new(1, 1, [1]), cf).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "[{name}] {err}");
+        // Large but representable: the buffer is too small.
+        let err = GpuTensor::<f32>::from_buffer(&buffer, 0, InputShape::new(1, 1, [1 << 40]), cf).unwrap_err();
+        assert!(
+            matches!(err, Error::ShapeMismatch { expected, found: 256, .. } if expected == 4 << 40),
+            "[{name}] {err}"
+        );
+        let err = GpuTensor::<f16>::from_buffer(&buffer, u64::MAX - 7, InputShape::new(1, 1, [1]), cf).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { expected, .. } if expected == u64::MAX - 3), "[{name}] {err}");
+        case.pass();
+    }
+}
+
+/// An empty tensor covers no bytes: it may sit at the very end of a buffer, and writes, downloads
+/// and passes over it work.
+#[test]
+fn empty_tensors_need_no_bytes() {
+    let spec = PoolSpec::new(InputShape::new(0, 1, [4]), PoolParams::new([2]));
+    let out = spec.validate().unwrap().output_shape();
+    for ctx in contexts() {
+        let case = Case::start(ctx);
+        let name = ctx.describe();
+        let cf = Layout::ChannelsFirst;
+        let buffers: Vec<wgpu::Buffer> = (0..4).map(|_| caller_buffer(ctx, 256, USAGE)).collect();
+        let at_end = |i: usize, shape: &InputShape| GpuTensor::<f32>::from_buffer(&buffers[i], 256, shape.clone(), cf);
+        let input = at_end(0, &spec.input).unwrap_or_else(|e| panic!("[{name}] {e}"));
+        assert_eq!(input.size_bytes(), 0);
+        input.write(ctx, &[]).unwrap();
+        assert_eq!(input.download(ctx).unwrap(), Vec::<f32>::new(), "[{name}]");
+        // f16 and u32 too, and f16 at a 2-byte offset; past the end is still refused.
+        GpuTensor::<f16>::from_buffer(&buffers[0], 254, spec.input.clone(), cf).unwrap();
+        GpuTensor::<u32>::from_buffer(&buffers[0], 256, spec.input.clone(), cf).unwrap();
+        let err = GpuTensor::<f32>::from_buffer(&buffers[0], 260, spec.input.clone(), cf).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { expected: 260, found: 256, .. }), "[{name}] {err}");
+
+        // Passes: into new tensors, and into empty ones at the ends of caller buffers.
+        let pooled = ctx.forward_tensor(&spec, &input).unwrap();
+        assert!(pooled.values.download(ctx).unwrap().is_empty() && pooled.indices.download(ctx).unwrap().is_empty());
+        let outputs = PooledTensors {
+            values: at_end(1, &out).unwrap(),
+            indices: GpuTensor::<u32>::from_buffer(&buffers[2], 256, out.clone(), cf).unwrap(),
+        };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ctx.record_forward_tensor_into(&mut encoder, &spec, &input, &outputs).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        let backward = ctx.backward_tensor(&spec, &outputs.values, &outputs.indices).unwrap();
+        assert!(backward.check(ctx).unwrap().download(ctx).unwrap().is_empty(), "[{name}]");
+        let into = BackwardTensors {
+            grad_input: at_end(3, &spec.input).unwrap(),
+            invalid_count: InvalidCount::new(ctx).unwrap(),
+        };
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        ctx.record_backward_tensor_into(&mut encoder, &spec, &outputs.values, &outputs.indices, &into).unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        into.invalid_count.read(ctx).unwrap_or_else(|e| panic!("[{name}] {e}"));
+        case.pass();
+    }
+}
