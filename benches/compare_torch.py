@@ -61,7 +61,7 @@ JSON: {"machine": {...}, "quick", "results": [{"device", "threads", "case", "lay
 "variant", "median_ms", "min_ms", "bytes", "elements"}...], "cuda_copy_GBps": ...}; layout is
 "ncx" (channels-first) or "nxc" (channels-last), as wgpool names them; elements: the input's. CUDA
 rows: median_ms / min_ms are `per call` (launch included, as in earlier files, which lack the
-rest), plus "kernel_ms", "kernel_min_ms" (the `kernel` column: min NaN where the calls' activities
+rest), plus "kernel_ms", "kernel_min_ms" (the `kernel` column: min null where the calls' activities
 could not be told apart), "kernel_source" (what kernel_ms is: "profiler", or the "b2b" or "per call"
 timing that stood in for it), "kernels_per_call" (device activities per call; profiler only, else
 null), "b2b_ms" (null where not measured).
@@ -400,6 +400,18 @@ def compare_gpu(torch_results, bench, source):
         print("(no row in common)")
 
 
+def json_safe(x):
+    """`x` with every NaN or infinite float replaced by None: bare NaN is not JSON (jq and serde
+    reject it; only Python's own json module reads it)."""
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
 def machine_info():
     model = platform.processor()
     try:
@@ -589,7 +601,8 @@ def main():
 
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"machine": info, "quick": a.quick, "cuda_copy_GBps": copy_gbps, "results": results}, f, indent=1)
+            out = {"machine": info, "quick": a.quick, "cuda_copy_GBps": copy_gbps, "results": results}
+            json.dump(json_safe(out), f, indent=1, allow_nan=False)
         print(f"\nwrote {a.json}")
 
     if a.wgpool_gpu:

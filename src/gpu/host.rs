@@ -348,7 +348,7 @@ impl Context {
     /// submission. Native only: there the scopes answer at once, while in the browser they
     /// answer through the event loop, which a synchronous caller cannot wait for.
     #[cfg(not(target_arch = "wasm32"))]
-    fn scoped_now<R>(&self, work: impl FnOnce() -> R) -> Result<R> {
+    pub(crate) fn scoped_now<R>(&self, work: impl FnOnce() -> R) -> Result<R> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);

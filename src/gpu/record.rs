@@ -531,22 +531,35 @@ impl Context {
         }
     }
 
-    fn uniform(&self, params: ParamsUniform) -> wgpu::Buffer {
-        cached(&self.caches.uniforms, params, || {
-            super::kernels::params_buffer(&self.device, &self.queue, "wgpool params", &params)
-        })
+    /// The uniform buffer holding `params`, cached. A new one is cached only once its creation and
+    /// write went through (natively, where error scopes answer at once): one the device refused
+    /// (out of memory) would otherwise stay cached, and later passes with the same parameters
+    /// would read zeros from it, i.e. do nothing.
+    fn uniform(&self, params: ParamsUniform) -> Result<wgpu::Buffer> {
+        let make = || super::kernels::params_buffer(&self.device, &self.queue, "wgpool params", &params);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            if let Some(b) = self.caches.uniforms.lock().unwrap_or_else(|p| p.into_inner()).get(&params) {
+                return Ok(b.clone());
+            }
+            let buffer = self.scoped_now(make)?;
+            Ok(cached(&self.caches.uniforms, params, || buffer))
+        }
+        #[cfg(target_arch = "wasm32")]
+        Ok(cached(&self.caches.uniforms, params, make))
     }
 
-    fn bind_group(&self, kernel: Kernel, params: ParamsUniform, bindings: Vec<Binding>) -> wgpu::BindGroup {
+    fn bind_group(&self, kernel: Kernel, params: ParamsUniform, bindings: Vec<Binding>) -> Result<wgpu::BindGroup> {
         let key = BindKey { kernel, params, bindings };
         // Before the bind-group lock: `Caches::len` takes the uniform lock first.
-        let uniform = self.uniform(params);
+        let uniform = self.uniform(params)?;
         let mut cache = self.caches.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(group) = cache.get(&key) {
-            return group;
+            return Ok(group);
         }
-        // Created under the lock, so that threads missing the same key make one bind group.
-        let group = {
+        // Created under the lock, so that threads missing the same key make one bind group; and
+        // natively in error scopes, so that one the device refused is not cached (see `uniform`).
+        let create = || {
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
             for (i, b) in key.bindings.iter().enumerate() {
                 entries.push(wgpu::BindGroupEntry {
@@ -564,9 +577,13 @@ impl Context {
                 entries: &entries,
             })
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        let group = self.scoped_now(create)?;
+        #[cfg(target_arch = "wasm32")]
+        let group = create();
         let budget = self.options.bind_group_cache_bytes.unwrap_or(super::DEFAULT_BIND_GROUP_CACHE_BYTES);
         cache.insert(key, group.clone(), budget);
-        group
+        Ok(group)
     }
 
     fn check_aliasing(reads: &[&TensorArg<'_>], writes: &[&TensorArg<'_>]) -> Result<()> {
@@ -684,7 +701,7 @@ impl Context {
                 geometry,
                 divisors,
             };
-            let bind_group = self.bind_group(kernel, params, vec![b_in, b_val, b_idx]);
+            let bind_group = self.bind_group(kernel, params, vec![b_in, b_val, b_idx])?;
             let max = self.limits.max_compute_workgroups_per_dimension;
             let grid = match tiles {
                 Some(tiles) => dispatch_grid(tiles, max)?,
@@ -921,7 +938,7 @@ impl Context {
                         kernel,
                         ParamsUniform { counts: [tiles as u32, 0, 0, 0], ..params },
                         vec![b_go, b_idx, b_gi, b_cnt],
-                    );
+                    )?;
                     dispatch_grid(tiles, max)?
                 }
                 None => {
@@ -929,7 +946,7 @@ impl Context {
                     // scatters one per grad_output item.
                     let gather = matches!(kernel, Kernel::Backward | Kernel::BackwardRows | Kernel::BackwardCells);
                     let invocations = if gather { inputs } else { outputs };
-                    bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt]);
+                    bind_group = self.bind_group(kernel, params, vec![b_go, b_idx, b_gi, b_cnt])?;
                     dispatch_size(invocations, max)?
                 }
             };

@@ -676,6 +676,11 @@ fn from_buffer_refuses_sizes_that_overflow() {
         );
         let err = GpuTensor::<f16>::from_buffer(&buffer, u64::MAX - 7, InputShape::new(1, 1, [1]), cf).unwrap_err();
         assert!(matches!(err, Error::ShapeMismatch { expected, .. } if expected == u64::MAX - 3), "[{name}] {err}");
+        // Allocated tensors: 2^63 − 1 f16 are 2^64 − 2 bytes, whose rounding up to whole words
+        // overflows (it once wrapped to a 4-byte buffer).
+        let huge = InputShape::new(1, 1, [(1 << 63) - 1]);
+        let err = GpuTensor::<f16>::zeros(ctx, huge, cf).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "[{name}] {err}");
         case.pass();
     }
 }
