@@ -62,7 +62,7 @@ if [ -s "$out/torch.json" ] && [ -s "$out/bench.json" ]; then
   tail -30 "$out/compare_gpu.txt"
 fi
 echo "== case G alone in a fresh process"
-WGPU_BACKEND=vulkan timeout "$(left 60)" $bin/wgpool bench --no-cpu --no-transfers --cases G --json "$out/bench_g.json" 2>&1 | tail -5
+WGPU_BACKEND=vulkan timeout "$(left 60)" $bin/wgpool bench --no-cpu --no-transfers --cases G --json "$out/bench_g.json" 2>&1 | grep -E "^(case|G) "
 echo "== a new shape's first and second call, with the compile on a thread of its own"
 WGPU_BACKEND=vulkan timeout "$(left 30)" $bin/wgpool bench --no-cpu --no-transfers --cases E --iterations 3 \
   --background-compiles 2>&1 | grep "first host-level"
