@@ -278,6 +278,11 @@ const ROW_WORKGROUPS: u64 = 4096;
 pub(crate) fn dispatch_grid(workgroups: u64, max_per_dimension: u32) -> Result<(u32, u32)> {
     let workgroups = workgroups.max(1);
     let max = max_per_dimension as u64;
+    if max == 0 {
+        // A caller's device (`Context::from_device`) reporting no workgroups per dimension: no
+        // dispatch fits (a context wgpool creates refuses such a cap up front).
+        return Err(Error::TooLarge { what: "dispatch (workgroups)".into(), value: workgroups as u128, limit: 0 });
+    }
     let mut y = workgroups.div_ceil(ROW_WORKGROUPS.min(max));
     if y > max {
         y = workgroups.div_ceil(max);
@@ -850,7 +855,9 @@ impl Context {
     /// of `grad_input` and counts the indices no forward pass could have produced.
     ///
     /// A non-zero count means the indices were invalid and `grad_input` must not be used; the
-    /// host-level [`Context::backward`] turns it into [`Error::InvalidIndices`].
+    /// host-level [`Context::backward`] turns it into [`Error::InvalidIndices`]. The count is a
+    /// `u32` that wraps: only a pass with 2^32 invalid indices or more (over 16 GiB of them) could
+    /// read a wrong count, and only an exact multiple of 2^32 of them could read 0.
     pub fn record_backward(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -1018,5 +1025,11 @@ mod tests {
         assert_eq!(dispatch_size(256 * 60, 8).unwrap(), (8, 8));
         assert!(matches!(dispatch_size(256 * 65, 8), Err(Error::TooLarge { .. })));
         assert_eq!(dispatch_size(1, 65535).unwrap(), (1, 1));
+    }
+
+    #[test]
+    fn no_dispatch_fits_zero_workgroups_per_dimension() {
+        assert!(matches!(dispatch_grid(1, 0), Err(Error::TooLarge { limit: 0, .. })));
+        assert!(matches!(dispatch_size(1, 0), Err(Error::TooLarge { limit: 0, .. })));
     }
 }
