@@ -293,6 +293,15 @@ fn fixed_covers(a: Axis, j: u32, e: u32) -> bool {
     return start <= i32(e) && i32(e) < start + i32(a.kernel);
 }
 
+// Whether the block's j-th window on axis a reaches one of the block's `size` elements there (a
+// constant once the loops are unrolled). The window counts BLOCK_WINDOWS_* and CELL_WINDOWS_*
+// hold for every phase, so at some phases the last one lies past the block (k2 s2: a 2 × 2 cell
+// meets one window, not the four the counts allow): its index and gradient are not loaded.
+fn fixed_reaches(a: Axis, j: u32, size: u32) -> bool {
+    let start = fixed_first_start(a) + i32(j * a.stride);
+    return start < i32(size) && start + i32(a.kernel) > 0;
+}
+
 // Whether a fixed-cover block whose first element is at coordinate i on axis a anchors its j-th
 // window there (see `anchor`), without computing the anchor: the window's start relative to the
 // block, r, is known when the pipeline is compiled. At r ≥ 0 the anchor is the start itself,

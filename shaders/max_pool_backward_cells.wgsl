@@ -162,7 +162,8 @@ fn cell_sums_fixed(c: Cell) -> CellSums {
             for (var jw = 0u; jw < CELL_WINDOWS_W; jw++) {
                 let ww = fixed_window(axis_w(), c.iw, jw);
                 let ow = ww.x;
-                if wh.y == 1u && ww.y == 1u {
+                let reaches = fixed_reaches(axis_h(), jh, CELL_H) && fixed_reaches(axis_w(), jw, CELL_W);
+                if reaches && wh.y == 1u && ww.y == 1u {
                     let w0 = fixed_covers(axis_w(), jw, 0u);
                     let w1 = CELL_W > 1u && fixed_covers(axis_w(), jw, 1u);
                     let o = ((od * OUT_H + oh) * OUT_W + ow) * LANES;

@@ -144,7 +144,8 @@ fn block_sums_fixed(b: Block) -> BlockSums {
             for (var jw = 0u; jw < BLOCK_WINDOWS_W; jw++) {
                 let ww = fixed_window(axis_w(), b.iw, jw);
                 let ow = ww.x;
-                if wh.y == 1u && ww.y == 1u {
+                let reaches = fixed_reaches(axis_h(), jh, BLOCK_ROWS) && fixed_reaches(axis_w(), jw, 4u);
+                if reaches && wh.y == 1u && ww.y == 1u {
                     let o = b.output_base + (od * OUT_H + oh) * OUT_W + ow;
                     let index = indices[params.bases.z + o];
                     let g = grad_output[params.bases.x + o];

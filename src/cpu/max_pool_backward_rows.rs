@@ -154,6 +154,13 @@ mod tests {
         start <= e as i64 && (e as i64) < start + a.kernel as i64
     }
 
+    /// `fixed_reaches` of `shaders/common.wgsl`: whether window `j` of a block of `size` reaches
+    /// one of its elements.
+    fn fixed_reaches(a: &Axis, j: usize, size: usize) -> bool {
+        let start = fixed_first_start(a) + (j * a.stride) as i64;
+        start < size as i64 && start + a.kernel as i64 > 0
+    }
+
     /// `fixed_anchors` of `shaders/common.wgsl` (`last`: the block's last real element, relative).
     fn fixed_anchors(a: &Axis, i: usize, j: usize, last: usize) -> bool {
         let r = fixed_first_start(a) + (j * a.stride) as i64;
@@ -199,6 +206,21 @@ mod tests {
                                     let os: Vec<usize> = fixed.iter().map(|&(_, o)| o).collect();
                                     assert!(os.windows(2).all(|w| w[0] < w[1]), "{a:?} block {i} of {size}: {os:?}");
                                     assert!(reach.iter().all(|o| os.contains(o)), "{a:?} block {i} of {size}: {os:?}");
+                                    // The windows the shaders load: those reaching the block's
+                                    // `size` elements, real or not, a superset of `reach` (the
+                                    // same where the block is whole).
+                                    let loaded: Vec<usize> = fixed
+                                        .iter()
+                                        .filter(|&&(j, _)| fixed_reaches(&a, j, size))
+                                        .map(|&(_, o)| o)
+                                        .collect();
+                                    assert!(
+                                        reach.iter().all(|o| loaded.contains(o)),
+                                        "{a:?} block {i} of {size}: {loaded:?}"
+                                    );
+                                    if last == size - 1 {
+                                        assert_eq!(loaded, reach, "{a:?} block {i} of {size}: loaded windows");
+                                    }
                                     for &(j, o) in &fixed {
                                         for e in 0..=last {
                                             let name = format!("{a:?} block {i} of {size}, window {o}, element {e}");
