@@ -143,6 +143,19 @@ def bench_cpu(fn, warmup, runs):
     return st.median(ts) * 1e3, min(ts) * 1e3
 
 
+def events_ms(fn, calls):
+    """`calls` calls of `fn` between two CUDA events on the current stream, then a synchronize:
+    the interval over `calls`, in ms."""
+    a = torch.cuda.Event(enable_timing=True)
+    b = torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(calls):
+        fn()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / calls
+
+
 def bench_cuda(fn, reps=50, warm=5):
     """`per call`: CUDA events around one call on an idle stream, so the interval starts before
     Python, the dispatcher, the allocator and the launch do their work: launch included.
@@ -150,15 +163,7 @@ def bench_cuda(fn, reps=50, warm=5):
     for _ in range(warm):
         fn()
     torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a = torch.cuda.Event(enable_timing=True)
-        b = torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
+    ts = [events_ms(fn, 1) for _ in range(reps)]
     return st.median(ts), min(ts)
 
 
@@ -168,16 +173,7 @@ def bench_cuda_b2b(fn, calls=100, repeats=5):
     take longer than the launches."""
     fn()
     torch.cuda.synchronize()
-    ts = []
-    for _ in range(repeats):
-        a = torch.cuda.Event(enable_timing=True)
-        b = torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(calls):
-            fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) / calls)
+    ts = [events_ms(fn, calls) for _ in range(repeats)]
     return st.median(ts), min(ts)
 
 

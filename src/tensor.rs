@@ -858,17 +858,15 @@ fn data_bytes<T: TensorElement>(len: usize) -> Result<u64> {
     })
 }
 
-/// Buffer bytes for `len` elements: rounded up to 4, at least 4 (empty tensors included).
+/// Buffer bytes for `len` elements: [`data_bytes`] rounded up to 4, at least 4 (empty tensors
+/// included). The rounding may overflow too (f16: 2^63 − 1 elements).
 fn tensor_bytes<T: TensorElement>(len: usize) -> Result<u64> {
-    // Rounded up to whole words, which may overflow too (f16: 2^63 − 1 elements).
-    len.checked_mul(std::mem::size_of::<T>())
-        .and_then(|b| (b as u64).checked_next_multiple_of(COPY_ALIGN))
-        .map(|b| b.max(COPY_ALIGN))
-        .ok_or(Error::TooLarge {
-            what: format!("{} tensor (bytes)", T::NAME),
-            value: len as u128 * std::mem::size_of::<T>() as u128,
-            limit: usize::MAX as u128,
-        })
+    let bytes = data_bytes::<T>(len)?;
+    bytes.checked_next_multiple_of(COPY_ALIGN).map(|b| b.max(COPY_ALIGN)).ok_or_else(|| Error::TooLarge {
+        what: format!("{} tensor (bytes, rounded up to 4)", T::NAME),
+        value: (bytes as u128).next_multiple_of(COPY_ALIGN as u128),
+        limit: u64::MAX as u128,
+    })
 }
 
 /// Whether an allocation waits for wgpu's error scopes.
