@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    quiet_mesa_device_select();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(e) => return cli::usage_error(e),
@@ -41,5 +42,30 @@ fn main() -> ExitCode {
             eprintln!("error: {}", failure.one_line());
             ExitCode::from(1)
         }
+    }
+}
+
+/// Mesa's Vulkan device-select layer (an implicit layer that `mesa-vulkan-drivers` installs) asks
+/// the Wayland compositor for its GPU when wgpu creates a Vulkan instance. Without
+/// `XDG_RUNTIME_DIR` (a headless machine, a container, `ssh` without a login session) there is no
+/// compositor to ask, and libwayland prints `error: XDG_RUNTIME_DIR is invalid or not set in the
+/// environment.` on stderr, once per instance, on runs that succeed. The layer only reorders the
+/// adapters, and the tool picks its adapter by type and `WGPU_*` variables, not by that order, so
+/// here the layer is turned off (`NODEVICE_SELECT=1`), unless the user has set any of the
+/// variables it reads (`NODEVICE_SELECT`, `MESA_VK_DEVICE_SELECT`, `DRI_PRIME`) or a Wayland socket
+/// path that needs no `XDG_RUNTIME_DIR` (an absolute `WAYLAND_DISPLAY`). Library users see the
+/// line from their own programs: the README says how to silence it.
+fn quiet_mesa_device_select() {
+    let unset = |name: &str| std::env::var_os(name).is_none();
+    let absolute_wayland = std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| d.to_string_lossy().starts_with('/'));
+    if unset("XDG_RUNTIME_DIR")
+        && !absolute_wayland
+        && unset("NODEVICE_SELECT")
+        && unset("MESA_VK_DEVICE_SELECT")
+        && unset("DRI_PRIME")
+    {
+        // SAFETY: the first thing `main` does, before any other thread exists (no other thread
+        // can read the environment while it changes).
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }

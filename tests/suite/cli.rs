@@ -870,6 +870,29 @@ fn cli_info_lists_adapters() {
     }
 }
 
+/// Without `XDG_RUNTIME_DIR` (a headless machine), Mesa's Vulkan device-select layer made
+/// libwayland print `error: XDG_RUNTIME_DIR is invalid ...` on runs that succeed; the tool turns
+/// the layer off there (see `quiet_mesa_device_select` in `src/main.rs`), so stderr has no
+/// `error:` line. (`.ci/run` installs the layer with `mesa-vulkan-drivers`.)
+#[test]
+fn cli_successful_runs_print_no_error_line_without_xdg_runtime_dir() {
+    for dev in [Dev::Vulkan, Dev::Gl] {
+        let mut cmd = command(dev);
+        for name in ["XDG_RUNTIME_DIR", "WAYLAND_DISPLAY", "NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT", "DRI_PRIME"] {
+            cmd.env_remove(name);
+        }
+        let out = cmd.arg("info").output().expect("run the wgpool binary");
+        assert_ok(dev, &out, "info without XDG_RUNTIME_DIR");
+        require_adapter(dev, &Output { stderr: out.stdout.clone(), ..out.clone() });
+        let text = stderr(&out);
+        assert!(
+            !text.lines().any(|l| l.trim_start().starts_with("error:")),
+            "[{}] a successful run printed an error line:\n{text}",
+            dev.name()
+        );
+    }
+}
+
 #[test]
 fn cli_info_without_adapter_exits_0_with_a_hint() {
     // No Metal on this platform: nothing is found.
