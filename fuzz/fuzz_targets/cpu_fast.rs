@@ -49,18 +49,10 @@ impl Bytes<'_> {
     }
 }
 
-/// splitmix64, for inputs longer than the fuzzer's bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
+/// The tests' seeded generators (SplitMix64 `Rng`), for inputs longer than the fuzzer's bytes.
+#[path = "../../tests/suite/generators.rs"]
+mod generators;
+use generators::Rng;
 
 /// What the target needs beyond [`Element`]: values from bits, and the format's fields.
 trait Bits: Element {
@@ -203,14 +195,14 @@ fn check<T: Bits>(spec: &PoolSpec, b: &mut Bytes, threads: usize) {
     // The input: a palette, a mode, then one palette entry per element.
     let palette: Vec<T> = (0..1 + b.u8() as usize % 12).map(|_| nasty::<T>(b)).collect();
     let mode = b.u8() % 6;
-    let mut rng = Rng(u64::from(b.u32()) << 32 | u64::from(b.u32()));
+    let mut rng = Rng::new(u64::from(b.u32()) << 32 | u64::from(b.u32()));
     // The gradients (their own rng), the spoils; the input elements follow the rest of the bytes.
-    let mut grad_rng = Rng(rng.next());
+    let mut grad_rng = Rng::new(rng.next_u64());
     let gpal: Vec<T> = (0..1 + b.u8() as usize % 10).map(|_| gradient::<T>(b)).collect();
     let gmode = b.u8() % 3;
     let grad_output: Vec<T> = (0..n_out)
         .map(|_| {
-            let r = grad_rng.next();
+            let r = grad_rng.next_u64();
             match gmode {
                 0 => gpal[r as usize % gpal.len()],
                 1 => T::from_f32(((r % 33) as f32 - 16.0) / 8.0),
@@ -221,7 +213,7 @@ fn check<T: Bits>(spec: &PoolSpec, b: &mut Bytes, threads: usize) {
     let spoils = b.u8();
     let spoil_bytes: Vec<u8> = (0..12).map(|_| b.u8()).collect();
     let direct: Vec<u8> = b.rest().to_vec();
-    let mut choice = |i: usize| -> u64 { direct.get(i).map_or_else(|| rng.next(), |&x| u64::from(x)) };
+    let mut choice = |i: usize| -> u64 { direct.get(i).map_or_else(|| rng.next_u64(), |&x| u64::from(x)) };
     let input: Vec<T> = (0..n_in)
         .map(|i| {
             let r = choice(i);
@@ -304,12 +296,12 @@ fn check<T: Bits>(spec: &PoolSpec, b: &mut Bytes, threads: usize) {
     let mut sb = Bytes { data: &spoil_bytes, at: 0 };
     let mut list = vec![];
     for _ in 0..1 + spoils % 3 {
-        let t = (sb.u16() as usize * 7919 + rng.next() as usize) % bad.len();
+        let t = (sb.u16() as usize * 7919 + rng.next_u64() as usize) % bad.len();
         let old = bad[t];
         bad[t] = match sb.u8() % 7 {
             0 => NO_INDEX,
             1 => plane.wrapping_add(sb.u8() as u32 % 3),
-            2 => (rng.next() % u64::from(plane.max(1))) as u32,
+            2 => (rng.next_u64() % u64::from(plane.max(1))) as u32,
             3 => old.wrapping_add(1),
             4 => old.wrapping_sub(1),
             5 => bad[(t + 1) % bad.len()],                 // a neighbour's index
