@@ -50,11 +50,13 @@ fn main() -> ExitCode {
 /// `XDG_RUNTIME_DIR` (a headless machine, a container, `ssh` without a login session) there is no
 /// compositor to ask, and libwayland prints `error: XDG_RUNTIME_DIR is invalid or not set in the
 /// environment.` on stderr, once per instance, on runs that succeed. The layer only reorders the
-/// adapters, and the tool picks its adapter by type and `WGPU_*` variables, not by that order, so
-/// here the layer is turned off (`NODEVICE_SELECT=1`), unless the user has set any of the
-/// variables it reads (`NODEVICE_SELECT`, `MESA_VK_DEVICE_SELECT`, `DRI_PRIME`) or a Wayland socket
-/// path that needs no `XDG_RUNTIME_DIR` (an absolute `WAYLAND_DISPLAY`). Library users see the
-/// line from their own programs: the README says how to silence it.
+/// adapters: wgpu's power preference still picks a GPU over a software adapter, and the order
+/// matters only between two GPUs of one kind (the layer puts the boot VGA one first; without it the
+/// Vulkan loader's order stands, and `WGPU_ADAPTER_NAME` picks either). So here the layer is turned
+/// off (`NODEVICE_SELECT=1`), unless the user has set any of the variables it reads
+/// (`NODEVICE_SELECT`, `MESA_VK_DEVICE_SELECT`, `DRI_PRIME`) or a Wayland socket path that needs no
+/// `XDG_RUNTIME_DIR` (an absolute `WAYLAND_DISPLAY`). Library users see the line from their own
+/// programs: the README says how to silence it.
 fn quiet_mesa_device_select() {
     let unset = |name: &str| std::env::var_os(name).is_none();
     let absolute_wayland = std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| d.to_string_lossy().starts_with('/'));
